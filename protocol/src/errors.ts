@@ -1,0 +1,65 @@
+/**
+ * The closed list of error codes every 4xx/5xx answer carries, and the one error envelope.
+ * Clients switch on `code`; `message` is for people.
+ */
+import { z } from 'zod';
+
+export const ERROR_CODES = [
+  'bad_request',
+  'validation_failed',
+  'invalid_json',
+  'unauthorized',
+  'token_expired',
+  'invalid_credentials',
+  'account_locked',
+  'account_inactive',
+  'forbidden',
+  'not_found',
+  'method_not_allowed',
+  'conflict',
+  'weak_password',
+  'last_admin',
+  'payload_too_large',
+  'unsupported_media_type',
+  'rate_limited',
+  'internal_error',
+  'service_unavailable',
+] as const;
+
+export const ErrorCode = z.enum(ERROR_CODES);
+export type ErrorCode = z.infer<typeof ErrorCode>;
+
+export const ErrorEnvelope = z
+  .object({
+    error: z.object({
+      code: ErrorCode,
+      message: z.string(),
+      details: z.unknown().optional(),
+      request_id: z.string(),
+    }),
+  })
+  .meta({ id: 'ErrorEnvelope' });
+export type ErrorEnvelope = z.infer<typeof ErrorEnvelope>;
+
+/** The HTTP status that goes with each code, so the server and clients agree. */
+export const ERROR_STATUS: Record<ErrorCode, number> = {
+  bad_request: 400,
+  validation_failed: 400,
+  invalid_json: 400,
+  unauthorized: 401,
+  token_expired: 401,
+  invalid_credentials: 401,
+  account_locked: 429,
+  account_inactive: 403,
+  forbidden: 403,
+  not_found: 404,
+  method_not_allowed: 405,
+  conflict: 409,
+  weak_password: 400,
+  last_admin: 409,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  rate_limited: 429,
+  internal_error: 500,
+  service_unavailable: 503,
+};

@@ -1,0 +1,6 @@
+/** The wire contract shared by the server and the app. */
+export * from './admin.ts';
+export * from './auth.ts';
+export * from './common.ts';
+export * from './errors.ts';
+export * from './health.ts';

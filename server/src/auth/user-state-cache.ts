@@ -1,0 +1,65 @@
+/**
+ * Per-process cache of what every authenticated request needs: the user row and the ids of
+ * their live sessions. Any change (role, department, deactivation, password, logout) is
+ * announced on pub/sub and every process drops the entry, so it takes effect on the very
+ * next request. While pub/sub is down the cache is bypassed, and it is cleared whenever
+ * delivery resumes, since messages may have been missed.
+ */
+import { LRUCache } from 'lru-cache';
+import type { UserRow } from '../db/schema.ts';
+import type { PubSub } from '../realtime/pubsub.ts';
+
+export const USER_INVALIDATE_CHANNEL = 'auth:user-invalidate';
+
+export interface UserState {
+  user: UserRow;
+  sessions: ReadonlySet<string>;
+}
+
+export interface UserStateCache {
+  get(userId: string): Promise<UserState | undefined>;
+  /** Reload from the database, bypassing the cache (a session id we have not seen yet). */
+  reload(userId: string): Promise<UserState | undefined>;
+  /** Drop the entry here and on every other process. */
+  invalidate(userId: string): Promise<void>;
+  /** Listeners run on every process when a user's state changes (sockets close on it). */
+  onInvalidate(listener: (userId: string) => void): void;
+}
+
+export async function createUserStateCache(options: {
+  load: (userId: string) => Promise<UserState | undefined>;
+  pubsub: PubSub;
+  ttlMs: number;
+  max: number;
+}): Promise<UserStateCache> {
+  const { load, pubsub } = options;
+  const cache = new LRUCache<string, UserState>({
+    max: options.max,
+    ttl: options.ttlMs,
+    fetchMethod: async (userId) => load(userId),
+  });
+  const listeners = new Set<(userId: string) => void>();
+  await pubsub.subscribe(USER_INVALIDATE_CHANNEL, (userId) => {
+    cache.delete(userId);
+    for (const l of listeners) l(userId);
+  });
+  pubsub.onResync(() => cache.clear());
+  return {
+    async get(userId) {
+      if (!pubsub.healthy()) return load(userId);
+      return cache.fetch(userId);
+    },
+    async reload(userId) {
+      cache.delete(userId);
+      if (!pubsub.healthy()) return load(userId);
+      return cache.fetch(userId);
+    },
+    async invalidate(userId) {
+      cache.delete(userId);
+      await pubsub.publish(USER_INVALIDATE_CHANNEL, userId);
+    },
+    onInvalidate(listener) {
+      listeners.add(listener);
+    },
+  };
+}

@@ -1,0 +1,128 @@
+/**
+ * The one validated configuration. YAML (config.yaml) and environment variables are merged
+ * into this shape and checked with zod at boot; every limit, timeout and toggle lives here.
+ */
+import { z } from 'zod';
+
+const Seconds = z.coerce.number().int().positive();
+const Bool = z.preprocess(
+  (v) => (typeof v === 'string' ? ['1', 'true', 'yes', 'on'].includes(v.toLowerCase()) : v),
+  z.boolean(),
+);
+
+export const PROCESS_ROLES = ['all', 'api', 'worker', 'scheduler'] as const;
+export type ProcessRole = (typeof PROCESS_ROLES)[number];
+
+export const ConfigSchema = z
+  .object({
+    process_role: z.enum(PROCESS_ROLES).default('all'),
+    data_dir: z.string().min(1).default('./data'),
+    server: z
+      .object({
+        host: z.string().min(1).default('0.0.0.0'),
+        port: z.coerce.number().int().min(0).max(65535).default(8000),
+        /** Largest JSON body accepted, in bytes. */
+        body_limit_bytes: z.coerce.number().int().positive().default(1_048_576),
+        /**
+         * Which proxies may set X-Forwarded-For: false (none), true (any — only behind a
+         * proxy that always overwrites the header), a hop count, or a list of IPs/CIDRs.
+         */
+        trust_proxy: z
+          .union([Bool, z.coerce.number().int().min(1), z.array(z.string()), z.string()])
+          .default(false),
+        shutdown_timeout_ms: z.coerce.number().int().positive().default(10_000),
+        request_timeout_ms: z.coerce.number().int().positive().default(120_000),
+        public_url: z.url().optional(),
+      })
+      .prefault({}),
+    database: z
+      .object({
+        url: z.string().optional(),
+        pool_max: z.coerce.number().int().min(1).max(200).default(10),
+        statement_timeout_ms: z.coerce.number().int().positive().default(15_000),
+        health_timeout_ms: z.coerce.number().int().positive().default(2_000),
+      })
+      .prefault({}),
+    redis: z
+      .object({
+        url: z.string().optional(),
+        key_prefix: z.string().default('mz:'),
+      })
+      .prefault({}),
+    auth: z
+      .object({
+        jwt_secret: z.string().min(32, 'must be at least 32 characters').optional(),
+        issuer: z.string().min(1).default('mezzofy-ai-assistant'),
+        audience: z.string().min(1).default('mezzofy-app'),
+        access_ttl_s: Seconds.default(900),
+        /** A refresh token's own lifetime; each rotation issues a new one. */
+        refresh_ttl_s: Seconds.default(14 * 24 * 3600),
+        /** Absolute lifetime of a login session (a refresh-token family). */
+        session_max_age_s: Seconds.default(30 * 24 * 3600),
+        /**
+         * A token rotated less than this many seconds ago, presented again, is answered 401
+         * without revoking its family (two tabs refreshing at once). Later reuse revokes it.
+         */
+        refresh_reuse_grace_s: z.coerce.number().int().min(0).default(10),
+        argon2: z
+          .object({
+            memory_kib: z.coerce.number().int().min(19_456).default(19_456),
+            iterations: z.coerce.number().int().min(2).default(2),
+            parallelism: z.coerce.number().int().min(1).default(1),
+          })
+          .prefault({}),
+        lockout: z
+          .object({
+            account_max_failures: z.coerce.number().int().positive().default(10),
+            account_ip_max_failures: z.coerce.number().int().positive().default(5),
+            window_s: Seconds.default(900),
+            lock_s: Seconds.default(900),
+          })
+          .prefault({}),
+        user_cache_ttl_s: Seconds.default(300),
+        user_cache_max: z.coerce.number().int().positive().default(10_000),
+      })
+      .prefault({}),
+    admin: z
+      .object({
+        email: z.email().optional(),
+        password: z.string().optional(),
+        name: z.string().default('Administrator'),
+      })
+      .prefault({}),
+    rate_limit: z
+      .object({
+        enabled: Bool.default(true),
+        /** Requests per window for a signed-in user. */
+        user_points: z.coerce.number().int().positive().default(600),
+        /** Requests per window for an anonymous client, per IP. */
+        ip_points: z.coerce.number().int().positive().default(300),
+        window_s: Seconds.default(60),
+      })
+      .prefault({}),
+    logging: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        /** When set, app.log, error.log and access.log are written in this folder. */
+        dir: z.string().optional(),
+        access_log: Bool.default(true),
+      })
+      .prefault({}),
+    jobs: z
+      .object({
+        purge_auth_cron: z.string().default('17 * * * *'),
+        /** Revoked or expired sessions are kept this long for the audit trail. */
+        session_retention_s: Seconds.default(30 * 24 * 3600),
+      })
+      .prefault({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof ConfigSchema>;
+/** The config after start-up has resolved paths and secrets. */
+export type ResolvedConfig = Config & {
+  data_dir: string;
+  auth: Config['auth'] & { jwt_secret: string };
+  paths: { roles_file: string; server_root: string };
+  version: string;
+};

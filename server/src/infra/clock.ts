@@ -1,0 +1,3 @@
+/** Time source passed into services so tests can move it. */
+export type Clock = () => Date;
+export const systemClock: Clock = () => new Date();

@@ -1,14 +1,16 @@
 /** Admin API: users, roles, audit log. */
 import { z } from 'zod';
-import { PASSWORD_MAX_LENGTH } from './auth.ts';
-import { Department, Locale, PageQuery, TimeZone, Timestamp, Uuid, pageOf } from './common.ts';
-import { Email, PasswordInput, UserView } from './auth.ts';
+import { Email, PASSWORD_MAX_LENGTH, PasswordInput, UserView } from './auth.ts';
+import { Department, Locale, PageQuery, pageOf, Timestamp, TimeZone, Uuid } from './common.ts';
 
 export const UserListQuery = PageQuery.extend({
   q: z.string().trim().max(200).optional(),
   department: Department.optional(),
   role: z.string().max(64).optional(),
-  is_active: z.enum(['true', 'false']).transform((v) => v === 'true').optional(),
+  is_active: z
+    .enum(['true', 'false'])
+    .transform((v) => v === 'true')
+    .optional(),
 });
 export const UserList = pageOf(UserView);
 

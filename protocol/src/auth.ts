@@ -18,8 +18,6 @@ export type LoginRequest = z.infer<typeof LoginRequest>;
 export const RefreshRequest = z.strictObject({ refresh_token: z.string().min(1).max(512) });
 export type RefreshRequest = z.infer<typeof RefreshRequest>;
 
-export const LogoutRequest = z.strictObject({ refresh_token: z.string().min(1).max(512).optional() });
-
 export const ChangePasswordRequest = z.strictObject({
   current_password: PasswordInput,
   new_password: PasswordInput,

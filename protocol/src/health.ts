@@ -9,7 +9,11 @@ export const HealthResponse = z.object({
   uptime_s: z.number(),
   draining: z.boolean(),
   checks: z.object({
-    database: z.object({ status: CheckStatus, engine: z.enum(['postgres', 'pglite']), latency_ms: z.number().optional() }),
+    database: z.object({
+      status: CheckStatus,
+      engine: z.enum(['postgres', 'pglite']),
+      latency_ms: z.number().optional(),
+    }),
     redis: z.object({ status: CheckStatus }),
     queue: z.object({ status: CheckStatus, engine: z.enum(['bullmq', 'in-process']) }),
     rate_limit: z.object({ status: CheckStatus, store: z.enum(['redis', 'memory']) }),

@@ -3,7 +3,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
-import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import {
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from 'fastify-type-provider-zod';
 import './api/fastify-types.ts';
 import { adminRoutes } from './api/admin.routes.ts';
 import { authRoutes } from './api/auth.routes.ts';
@@ -22,7 +26,9 @@ export interface RouteEntry {
   permission?: string | undefined;
 }
 
-export async function buildApp(c: Container): Promise<FastifyInstance & { routeTable: RouteEntry[] }> {
+export async function buildApp(
+  c: Container,
+): Promise<FastifyInstance & { routeTable: RouteEntry[] }> {
   const { config } = c;
   const app = Fastify({
     loggerInstance: c.loggers.app as FastifyBaseLogger,
@@ -34,7 +40,9 @@ export async function buildApp(c: Container): Promise<FastifyInstance & { routeT
     // Behind a trusted proxy, keep the proxy's request id so logs line up end to end.
     genReqId: (req) => {
       const incoming = req.headers['x-request-id'];
-      return config.server.trust_proxy && typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+      return config.server.trust_proxy && typeof incoming === 'string' && REQUEST_ID.test(incoming)
+        ? incoming
+        : randomUUID();
     },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
@@ -47,7 +55,11 @@ export async function buildApp(c: Container): Promise<FastifyInstance & { routeT
   app.addHook('onRoute', (route) => {
     for (const method of [route.method].flat()) {
       if (method === 'HEAD') continue;
-      routeTable.push({ method, url: route.url ?? route.path, permission: (route.config as { permission?: string })?.permission });
+      routeTable.push({
+        method,
+        url: route.url ?? route.path,
+        permission: (route.config as { permission?: string })?.permission,
+      });
     }
   });
   app.addHook('onRequest', async (request, reply) => {
@@ -55,7 +67,11 @@ export async function buildApp(c: Container): Promise<FastifyInstance & { routeT
   });
 
   registerErrorHandler(app);
-  registerRequestGuard(app, { auth: c.auth, rateLimiter: c.rateLimiter, rateLimitEnabled: config.rate_limit.enabled });
+  registerRequestGuard(app, {
+    auth: c.auth,
+    rateLimiter: c.rateLimiter,
+    rateLimitEnabled: config.rate_limit.enabled,
+  });
   if (config.logging.access_log) registerAccessLog(app, c.loggers.access);
   await registerOpenApi(app, config.version);
 

@@ -3,14 +3,14 @@
  * production engines. Routes and jobs get what they need from here.
  */
 import { join } from 'node:path';
-import type { ResolvedConfig } from './config/config.schema.ts';
-import { loadRoles, type RoleTable } from './config/roles.ts';
 import { createAuditService } from './audit/audit.service.ts';
 import { createAccessTokens } from './auth/access-tokens.ts';
 import { createAuthService, loadUserState } from './auth/auth.service.ts';
 import { createLockout } from './auth/lockout.ts';
 import { createPasswordHasher } from './auth/passwords.ts';
 import { createUserStateCache } from './auth/user-state-cache.ts';
+import type { ResolvedConfig } from './config/config.schema.ts';
+import { loadRoles, type RoleTable } from './config/roles.ts';
 import { createDatabase, type Database } from './db/database.ts';
 import { createHealthService } from './health/health.service.ts';
 import { type Clock, systemClock } from './infra/clock.ts';
@@ -61,8 +61,12 @@ export async function openDatabase(config: ResolvedConfig): Promise<Database> {
   });
 }
 
-export async function createContainer(config: ResolvedConfig, options: ContainerOptions = {}): Promise<Container> {
-  const loggers = options.loggers ?? createLoggers({ level: config.logging.level, dir: config.logging.dir });
+export async function createContainer(
+  config: ResolvedConfig,
+  options: ContainerOptions = {},
+): Promise<Container> {
+  const loggers =
+    options.loggers ?? createLoggers({ level: config.logging.level, dir: config.logging.dir });
   const log = loggers.app;
   const clock = options.clock ?? systemClock;
   const roles = loadRoles(config.paths.roles_file);
@@ -94,13 +98,25 @@ export async function createContainer(config: ResolvedConfig, options: Container
     max: config.auth.user_cache_max,
   });
   const lockout = createLockout(config.auth.lockout, clock);
-  const auth = createAuthService({ database, config, roles, passwords, tokens, lockout, cache, clock, log });
+  const auth = createAuthService({
+    database,
+    config,
+    roles,
+    passwords,
+    tokens,
+    lockout,
+    cache,
+    clock,
+    log,
+  });
   const users = createUsersService({ database, roles, passwords, cache, clock });
 
   const queue = config.redis.url
     ? createBullmqQueue({ redisUrl: config.redis.url, prefix: config.redis.key_prefix, log })
     : createInProcessQueue(log);
-  queue.define(purgeAuthJob({ database, clock, retentionSeconds: config.jobs.session_retention_s }));
+  queue.define(
+    purgeAuthJob({ database, clock, retentionSeconds: config.jobs.session_retention_s }),
+  );
 
   const rateLimiter = createRateLimiter(config.rate_limit, redis, config.redis.key_prefix);
   const draining = { value: false };
@@ -147,5 +163,10 @@ export async function createContainer(config: ResolvedConfig, options: Container
 
 /** Registers the recurring jobs this codebase owns (scheduler role). */
 export async function registerSchedules(container: Container): Promise<void> {
-  await container.queue.schedule('auth-purge', container.config.jobs.purge_auth_cron, PURGE_AUTH_JOB, {});
+  await container.queue.schedule(
+    'auth-purge',
+    container.config.jobs.purge_auth_cron,
+    PURGE_AUTH_JOB,
+    {},
+  );
 }

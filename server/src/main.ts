@@ -41,7 +41,9 @@ async function main(): Promise<void> {
     }
   }
 
-  const database = await openDatabase(config).catch((err: Error) => fail(`error: cannot open the database: ${err.message}`));
+  const database = await openDatabase(config).catch((err: Error) =>
+    fail(`error: cannot open the database: ${err.message}`),
+  );
   try {
     await migrate(database);
   } catch (err) {
@@ -84,10 +86,14 @@ async function main(): Promise<void> {
   if (app) {
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : config.server.port;
-    const shownHost = ['0.0.0.0', '::'].includes(config.server.host) ? 'localhost' : config.server.host;
+    const shownHost = ['0.0.0.0', '::'].includes(config.server.host)
+      ? 'localhost'
+      : config.server.host;
     const url = `http://${shownHost}:${port}`;
     log.info({ role, url, engines }, 'server listening');
-    process.stdout.write(`Mezzofy AI Assistant (${role}; ${engines}) listening on ${url}  — docs: ${url}/docs\n`);
+    process.stdout.write(
+      `Mezzofy AI Assistant (${role}; ${engines}) listening on ${url}  — docs: ${url}/docs\n`,
+    );
   } else {
     log.info({ role, engines }, 'process started');
   }

@@ -17,19 +17,39 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { Container } from '../container.ts';
 import { requestMeta } from './request-meta.ts';
 
-const errors = { 400: ErrorEnvelope, 401: ErrorEnvelope, 403: ErrorEnvelope, 404: ErrorEnvelope, 409: ErrorEnvelope };
+const errors = {
+  400: ErrorEnvelope,
+  401: ErrorEnvelope,
+  403: ErrorEnvelope,
+  404: ErrorEnvelope,
+  409: ErrorEnvelope,
+};
 
 export function adminRoutes(c: Container): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
       '/admin/users',
-      { config: { permission: 'users:read' }, schema: { tags: ['admin'], querystring: UserListQuery, response: { 200: UserList, ...errors } } },
+      {
+        config: { permission: 'users:read' },
+        schema: {
+          tags: ['admin'],
+          querystring: UserListQuery,
+          response: { 200: UserList, ...errors },
+        },
+      },
       async (request) => c.users.list(request.principal!, request.query),
     );
 
     app.post(
       '/admin/users',
-      { config: { permission: 'users:write' }, schema: { tags: ['admin'], body: CreateUserRequest, response: { 201: UserView, ...errors } } },
+      {
+        config: { permission: 'users:write' },
+        schema: {
+          tags: ['admin'],
+          body: CreateUserRequest,
+          response: { 201: UserView, ...errors },
+        },
+      },
       async (request, reply) => {
         reply.status(201);
         return c.users.create(request.principal!, request.body, requestMeta(request));
@@ -38,7 +58,10 @@ export function adminRoutes(c: Container): FastifyPluginAsyncZod {
 
     app.get(
       '/admin/users/:id',
-      { config: { permission: 'users:read' }, schema: { tags: ['admin'], params: UserIdParams, response: { 200: UserView, ...errors } } },
+      {
+        config: { permission: 'users:read' },
+        schema: { tags: ['admin'], params: UserIdParams, response: { 200: UserView, ...errors } },
+      },
       async (request) => c.users.get(request.principal!, request.params.id),
     );
 
@@ -46,32 +69,55 @@ export function adminRoutes(c: Container): FastifyPluginAsyncZod {
       '/admin/users/:id',
       {
         config: { permission: 'users:write' },
-        schema: { tags: ['admin'], params: UserIdParams, body: UpdateUserRequest, response: { 200: UserView, ...errors } },
+        schema: {
+          tags: ['admin'],
+          params: UserIdParams,
+          body: UpdateUserRequest,
+          response: { 200: UserView, ...errors },
+        },
       },
-      async (request) => c.users.update(request.principal!, request.params.id, request.body, requestMeta(request)),
+      async (request) =>
+        c.users.update(request.principal!, request.params.id, request.body, requestMeta(request)),
     );
 
     app.delete(
       '/admin/users/:id',
-      { config: { permission: 'users:write' }, schema: { tags: ['admin'], params: UserIdParams, response: { 200: UserView, ...errors } } },
-      async (request) => c.users.deactivate(request.principal!, request.params.id, requestMeta(request)),
+      {
+        config: { permission: 'users:write' },
+        schema: { tags: ['admin'], params: UserIdParams, response: { 200: UserView, ...errors } },
+      },
+      async (request) =>
+        c.users.deactivate(request.principal!, request.params.id, requestMeta(request)),
     );
 
     app.post(
       '/admin/users/:id/reset-password',
       {
         config: { permission: 'users:write' },
-        schema: { tags: ['admin'], params: UserIdParams, body: ResetPasswordRequest, response: { 200: OkResponse, ...errors } },
+        schema: {
+          tags: ['admin'],
+          params: UserIdParams,
+          body: ResetPasswordRequest,
+          response: { 200: OkResponse, ...errors },
+        },
       },
       async (request) => {
-        await c.users.resetPassword(request.principal!, request.params.id, request.body.new_password, requestMeta(request));
+        await c.users.resetPassword(
+          request.principal!,
+          request.params.id,
+          request.body.new_password,
+          requestMeta(request),
+        );
         return { ok: true as const };
       },
     );
 
     app.get(
       '/admin/roles',
-      { config: { permission: 'roles:read' }, schema: { tags: ['admin'], response: { 200: RoleList, ...errors } } },
+      {
+        config: { permission: 'roles:read' },
+        schema: { tags: ['admin'], response: { 200: RoleList, ...errors } },
+      },
       async () => ({
         items: c.roles.list().map((r) => ({
           name: r.name,
@@ -84,7 +130,14 @@ export function adminRoutes(c: Container): FastifyPluginAsyncZod {
 
     app.get(
       '/admin/audit',
-      { config: { permission: 'audit:read' }, schema: { tags: ['admin'], querystring: AuditQuery, response: { 200: AuditList, ...errors } } },
+      {
+        config: { permission: 'audit:read' },
+        schema: {
+          tags: ['admin'],
+          querystring: AuditQuery,
+          response: { 200: AuditList, ...errors },
+        },
+      },
       async (request) => {
         return c.audit.list(request.principal!, request.query);
       },

@@ -4,7 +4,6 @@ import {
   ErrorEnvelope,
   LoginRequest,
   LoginResponse,
-  LogoutRequest,
   OkResponse,
   RefreshRequest,
   TokenPair,
@@ -20,13 +19,28 @@ export function authRoutes(c: Container): FastifyPluginAsyncZod {
   return async (app) => {
     app.post(
       '/auth/login',
-      { schema: { tags: ['auth'], security: [], body: LoginRequest, response: { 200: LoginResponse, 403: ErrorEnvelope, ...errors } } },
-      async (request) => c.auth.login(request.body.email, request.body.password, requestMeta(request)),
+      {
+        schema: {
+          tags: ['auth'],
+          security: [],
+          body: LoginRequest,
+          response: { 200: LoginResponse, 403: ErrorEnvelope, ...errors },
+        },
+      },
+      async (request) =>
+        c.auth.login(request.body.email, request.body.password, requestMeta(request)),
     );
 
     app.post(
       '/auth/refresh',
-      { schema: { tags: ['auth'], security: [], body: RefreshRequest, response: { 200: TokenPair, ...errors } } },
+      {
+        schema: {
+          tags: ['auth'],
+          security: [],
+          body: RefreshRequest,
+          response: { 200: TokenPair, ...errors },
+        },
+      },
       async (request) => c.auth.refresh(request.body.refresh_token, requestMeta(request)),
     );
 
@@ -34,7 +48,7 @@ export function authRoutes(c: Container): FastifyPluginAsyncZod {
       '/auth/logout',
       {
         config: { permission: 'account:self' },
-        schema: { tags: ['auth'], body: LogoutRequest.optional(), response: { 200: OkResponse, ...errors } },
+        schema: { tags: ['auth'], response: { 200: OkResponse, ...errors } },
       },
       async (request) => {
         await c.auth.logout(request.principal!, requestMeta(request));
@@ -44,7 +58,10 @@ export function authRoutes(c: Container): FastifyPluginAsyncZod {
 
     app.get(
       '/auth/me',
-      { config: { permission: 'account:self' }, schema: { tags: ['auth'], response: { 200: UserView, ...errors } } },
+      {
+        config: { permission: 'account:self' },
+        schema: { tags: ['auth'], response: { 200: UserView, ...errors } },
+      },
       async (request) => c.auth.me(request.principal!),
     );
 
@@ -52,10 +69,19 @@ export function authRoutes(c: Container): FastifyPluginAsyncZod {
       '/auth/change-password',
       {
         config: { permission: 'account:self' },
-        schema: { tags: ['auth'], body: ChangePasswordRequest, response: { 200: TokenPair, ...errors } },
+        schema: {
+          tags: ['auth'],
+          body: ChangePasswordRequest,
+          response: { 200: TokenPair, ...errors },
+        },
       },
       async (request) =>
-        c.auth.changePassword(request.principal!, request.body.current_password, request.body.new_password, requestMeta(request)),
+        c.auth.changePassword(
+          request.principal!,
+          request.body.current_password,
+          request.body.new_password,
+          requestMeta(request),
+        ),
     );
   };
 }

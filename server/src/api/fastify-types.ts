@@ -1,6 +1,7 @@
 /** What our routes add to Fastify's types: the permission each route needs, the caller. */
-import type { AppError } from '../errors.ts';
+
 import type { Principal } from '../auth/principal.ts';
+import type { AppError } from '../errors.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -14,5 +15,3 @@ declare module 'fastify' {
     authError?: AppError;
   }
 }
-
-export {};

@@ -7,7 +7,14 @@ export function healthRoutes(c: Container): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
       '/health',
-      { config: { rateLimit: false }, schema: { tags: ['health'], security: [], response: { 200: HealthResponse, 503: HealthResponse } } },
+      {
+        config: { rateLimit: false },
+        schema: {
+          tags: ['health'],
+          security: [],
+          response: { 200: HealthResponse, 503: HealthResponse },
+        },
+      },
       async (_request, reply) => {
         const { httpStatus, body } = await c.health.check();
         reply.header('cache-control', 'no-store');

@@ -38,7 +38,13 @@ export async function listAudit(db: Executor, query: AuditQuery): Promise<AuditR
   if (query.from) q = q.where('created_at', '>=', new Date(query.from));
   if (query.to) q = q.where('created_at', '<', new Date(query.to));
   if (cursor) {
-    q = q.where(sql<boolean>`(created_at, id) < (${new Date(String(cursor.k))}, ${Number(cursor.id)})`);
+    q = q.where(
+      sql<boolean>`(created_at, id) < (${new Date(String(cursor.k))}, ${Number(cursor.id)})`,
+    );
   }
-  return q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(query.limit + 1).execute();
+  return q
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(query.limit + 1)
+    .execute();
 }

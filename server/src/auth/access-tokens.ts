@@ -51,7 +51,8 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
     async verify(token) {
       const cached = verified.get(token);
       if (cached) {
-        if (cached.exp * 1000 <= now()) throw new AppError('token_expired', 'access token has expired');
+        if (cached.exp * 1000 <= now())
+          throw new AppError('token_expired', 'access token has expired');
         return cached;
       }
       if (token.length > 4096) throw invalid();
@@ -69,7 +70,8 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
         verified.set(token, claims, { ttl: Math.max(1, claims.exp * 1000 - now()) });
         return claims;
       } catch (err) {
-        if (err instanceof errors.JWTExpired) throw new AppError('token_expired', 'access token has expired');
+        if (err instanceof errors.JWTExpired)
+          throw new AppError('token_expired', 'access token has expired');
         if (err instanceof AppError) throw err;
         throw invalid();
       }

@@ -4,6 +4,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { LoginResponse, TokenPair } from '@mezzofy/protocol';
+import { type AuditSource, writeAudit } from '../audit/audit.repository.ts';
 import type { Config } from '../config/config.schema.ts';
 import type { RoleTable } from '../config/roles.ts';
 import type { Database } from '../db/database.ts';
@@ -12,7 +13,6 @@ import type { UserRow } from '../db/schema.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from '../infra/clock.ts';
 import type { Logger } from '../logging/logger.ts';
-import { type AuditSource, writeAudit } from '../audit/audit.repository.ts';
 import { findUserByEmail, findUserById, updateUser } from '../users/users.repository.ts';
 import type { AccessTokens } from './access-tokens.ts';
 import type { Lockout } from './lockout.ts';
@@ -55,7 +55,11 @@ export interface AuthServiceDeps {
 export type AuthService = ReturnType<typeof createAuthService>;
 
 /** Loads what the per-request check needs; the user-state cache calls this on a miss. */
-export async function loadUserState(db: Executor, userId: string, now: Date): Promise<UserState | undefined> {
+export async function loadUserState(
+  db: Executor,
+  userId: string,
+  now: Date,
+): Promise<UserState | undefined> {
   const user = await findUserById(db, userId);
   if (!user) return undefined;
   return { user, sessions: new Set(await activeSessionIds(db, userId, now)) };
@@ -66,7 +70,8 @@ export function createAuthService(deps: AuthServiceDeps) {
   const { db } = database;
   const auth = deps.config.auth;
 
-  const refreshUnauthorized = () => new AppError('unauthorized', 'refresh token is invalid or expired; log in again');
+  const refreshUnauthorized = () =>
+    new AppError('unauthorized', 'refresh token is invalid or expired; log in again');
 
   async function issuePair(
     trx: Executor,
@@ -76,8 +81,14 @@ export function createAuthService(deps: AuthServiceDeps) {
   ): Promise<{ pair: TokenPair; tokenId: string }> {
     const now = clock();
     const refresh = newRefreshToken();
-    const expiresAt = new Date(Math.min(now.getTime() + auth.refresh_ttl_s * 1000, sessionExpiresAt.getTime()));
-    const tokenId = await insertRefreshToken(trx, { sessionId, tokenHash: hashRefreshToken(refresh), expiresAt });
+    const expiresAt = new Date(
+      Math.min(now.getTime() + auth.refresh_ttl_s * 1000, sessionExpiresAt.getTime()),
+    );
+    const tokenId = await insertRefreshToken(trx, {
+      sessionId,
+      tokenHash: hashRefreshToken(refresh),
+      expiresAt,
+    });
     const access = await tokens.sign(userId, sessionId);
     const pair: TokenPair = {
       access_token: access.token,
@@ -105,7 +116,9 @@ export function createAuthService(deps: AuthServiceDeps) {
       const email = emailInput.trim().toLowerCase();
       await lockout.assertNotLocked(db, email, meta.ip);
       const user = await findUserByEmail(db, email);
-      const ok = user ? await passwords.verify(user.password_hash, password) : (await passwords.verifyDummy(password), false);
+      const ok = user
+        ? await passwords.verify(user.password_hash, password)
+        : (await passwords.verifyDummy(password), false);
       if (!user || !ok) {
         await db.transaction().execute(async (trx) => {
           await lockout.recordFailure(trx, email, meta.ip);
@@ -153,7 +166,8 @@ export function createAuthService(deps: AuthServiceDeps) {
         const claimed = await claimRefreshToken(trx, tokenHash, now);
         if (claimed) {
           const session = await findSession(trx, claimed.session_id);
-          if (!session || session.revoked_at || session.expires_at <= now) return { kind: 'invalid' as const };
+          if (!session || session.revoked_at || session.expires_at <= now)
+            return { kind: 'invalid' as const };
           const user = await findUserById(trx, session.user_id);
           if (!user?.is_active) return { kind: 'invalid' as const };
           const { pair, tokenId } = await issuePair(trx, session.id, user.id, session.expires_at);
@@ -161,14 +175,24 @@ export function createAuthService(deps: AuthServiceDeps) {
           return { kind: 'ok' as const, pair };
         }
         const known = await findRefreshToken(trx, tokenHash);
-        if (!known || known.revoked_at || known.session_revoked_at || known.expires_at <= now || !known.used_at) {
+        if (
+          !known ||
+          known.revoked_at ||
+          known.session_revoked_at ||
+          known.expires_at <= now ||
+          !known.used_at
+        ) {
           return { kind: 'invalid' as const };
         }
         // Already rotated. Just now, and its successor unused: a concurrent refresh lost the race.
         const ageMs = now.getTime() - known.used_at.getTime();
         if (ageMs <= auth.refresh_reuse_grace_s * 1000) {
           const successor = known.replaced_by
-            ? await trx.selectFrom('refresh_tokens').select('used_at').where('id', '=', known.replaced_by).executeTakeFirst()
+            ? await trx
+                .selectFrom('refresh_tokens')
+                .select('used_at')
+                .where('id', '=', known.replaced_by)
+                .executeTakeFirst()
             : undefined;
           if (!successor?.used_at) return { kind: 'invalid' as const };
         }
@@ -207,7 +231,12 @@ export function createAuthService(deps: AuthServiceDeps) {
     },
 
     /** Ends every session of the user (access tokens included) and starts a fresh one. */
-    async changePassword(principal: Principal, current: string, next: string, meta: RequestMeta): Promise<TokenPair> {
+    async changePassword(
+      principal: Principal,
+      current: string,
+      next: string,
+      meta: RequestMeta,
+    ): Promise<TokenPair> {
       const user = await findUserById(db, principal.id);
       if (!user) throw new AppError('unauthorized', 'user no longer exists');
       if (!(await passwords.verify(user.password_hash, current))) {
@@ -221,7 +250,10 @@ export function createAuthService(deps: AuthServiceDeps) {
         throw new AppError('invalid_credentials', 'current password is wrong');
       }
       checkPasswordPolicy(next, user.email);
-      if (current === next) throw new AppError('weak_password', 'new password must differ from the current one', { details: { rule: 'reused' } });
+      if (current === next)
+        throw new AppError('weak_password', 'new password must differ from the current one', {
+          details: { rule: 'reused' },
+        });
       const hashed = await passwords.hash(next);
       const pair = await db.transaction().execute(async (trx) => {
         const now = clock();
@@ -252,7 +284,7 @@ export function createAuthService(deps: AuthServiceDeps) {
       const claims = await tokens.verify(accessToken);
       let state = await cache.get(claims.sub);
       if (state && !state.sessions.has(claims.sid)) state = await cache.reload(claims.sub);
-      if (!state || !state.sessions.has(claims.sid)) {
+      if (!state?.sessions.has(claims.sid)) {
         throw new AppError('unauthorized', 'session has ended; log in again');
       }
       if (!state.user.is_active) throw new AppError('unauthorized', 'account is deactivated');

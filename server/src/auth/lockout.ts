@@ -43,7 +43,11 @@ export function createLockout(policy: LockoutPolicy, clock: Clock): Lockout {
     if (row.failures >= max) {
       await db
         .updateTable('login_failures')
-        .set({ locked_until: new Date(now.getTime() + policy.lock_s * 1000), failures: 0, window_started_at: now })
+        .set({
+          locked_until: new Date(now.getTime() + policy.lock_s * 1000),
+          failures: 0,
+          window_started_at: now,
+        })
         .where('key', '=', key)
         .execute();
     }
@@ -71,7 +75,10 @@ export function createLockout(policy: LockoutPolicy, clock: Clock): Lockout {
       await bump(db, accountIpKey(email, ip), policy.account_ip_max_failures);
     },
     async reset(db, email, ip) {
-      await db.deleteFrom('login_failures').where('key', 'in', [accountKey(email), accountIpKey(email, ip)]).execute();
+      await db
+        .deleteFrom('login_failures')
+        .where('key', 'in', [accountKey(email), accountIpKey(email, ip)])
+        .execute();
     },
   };
 }

@@ -22,14 +22,22 @@ const COMMON_PASSWORDS: ReadonlySet<string> = new Set(
 export function checkPasswordPolicy(password: string, email?: string): void {
   const length = [...password].length;
   if (length < PASSWORD_MIN_LENGTH) {
-    throw new AppError('weak_password', `password must be at least ${PASSWORD_MIN_LENGTH} characters`, {
-      details: { rule: 'min_length', min: PASSWORD_MIN_LENGTH },
-    });
+    throw new AppError(
+      'weak_password',
+      `password must be at least ${PASSWORD_MIN_LENGTH} characters`,
+      {
+        details: { rule: 'min_length', min: PASSWORD_MIN_LENGTH },
+      },
+    );
   }
   if (length > PASSWORD_MAX_LENGTH) {
-    throw new AppError('weak_password', `password must be at most ${PASSWORD_MAX_LENGTH} characters`, {
-      details: { rule: 'max_length', max: PASSWORD_MAX_LENGTH },
-    });
+    throw new AppError(
+      'weak_password',
+      `password must be at most ${PASSWORD_MAX_LENGTH} characters`,
+      {
+        details: { rule: 'max_length', max: PASSWORD_MAX_LENGTH },
+      },
+    );
   }
   const lower = password.toLowerCase();
   if (COMMON_PASSWORDS.has(lower)) {

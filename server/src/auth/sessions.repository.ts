@@ -7,7 +7,12 @@ export async function insertSession(
 ): Promise<string> {
   const row = await db
     .insertInto('auth_sessions')
-    .values({ user_id: s.userId, expires_at: s.expiresAt, ip_address: s.ip, user_agent: s.userAgent })
+    .values({
+      user_id: s.userId,
+      expires_at: s.expiresAt,
+      ip_address: s.ip,
+      user_agent: s.userAgent,
+    })
     .returning('id')
     .executeTakeFirstOrThrow();
   return row.id;
@@ -63,12 +68,31 @@ export function findSession(db: Executor, id: string) {
   return db.selectFrom('auth_sessions').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
-export async function markReplaced(db: Executor, tokenId: string, replacedBy: string, sessionId: string, now: Date) {
-  await db.updateTable('refresh_tokens').set({ replaced_by: replacedBy }).where('id', '=', tokenId).execute();
-  await db.updateTable('auth_sessions').set({ last_used_at: now }).where('id', '=', sessionId).execute();
+export async function markReplaced(
+  db: Executor,
+  tokenId: string,
+  replacedBy: string,
+  sessionId: string,
+  now: Date,
+) {
+  await db
+    .updateTable('refresh_tokens')
+    .set({ replaced_by: replacedBy })
+    .where('id', '=', tokenId)
+    .execute();
+  await db
+    .updateTable('auth_sessions')
+    .set({ last_used_at: now })
+    .where('id', '=', sessionId)
+    .execute();
 }
 
-export async function revokeSession(db: Executor, sessionId: string, reason: string, now: Date): Promise<void> {
+export async function revokeSession(
+  db: Executor,
+  sessionId: string,
+  reason: string,
+  now: Date,
+): Promise<void> {
   await db
     .updateTable('auth_sessions')
     .set({ revoked_at: now, revoke_reason: reason })
@@ -83,7 +107,12 @@ export async function revokeSession(db: Executor, sessionId: string, reason: str
     .execute();
 }
 
-export async function revokeUserSessions(db: Executor, userId: string, reason: string, now: Date): Promise<number> {
+export async function revokeUserSessions(
+  db: Executor,
+  userId: string,
+  reason: string,
+  now: Date,
+): Promise<number> {
   const sessions = await db
     .updateTable('auth_sessions')
     .set({ revoked_at: now, revoke_reason: reason })
@@ -119,7 +148,10 @@ export async function activeSessionIds(db: Executor, userId: string, now: Date):
 
 /** Deletes expired refresh tokens, and sessions ended longer ago than the retention. */
 export async function purgeExpired(db: Executor, now: Date, retentionSeconds: number) {
-  const tokens = await db.deleteFrom('refresh_tokens').where('expires_at', '<', now).executeTakeFirst();
+  const tokens = await db
+    .deleteFrom('refresh_tokens')
+    .where('expires_at', '<', now)
+    .executeTakeFirst();
   const cutoff = new Date(now.getTime() - retentionSeconds * 1000);
   const sessions = await db
     .deleteFrom('auth_sessions')

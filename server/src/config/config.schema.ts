@@ -102,7 +102,9 @@ export const ConfigSchema = z
       .prefault({}),
     logging: z
       .object({
-        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        level: z
+          .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+          .default('info'),
         /** When set, app.log, error.log and access.log are written in this folder. */
         dir: z.string().optional(),
         access_log: Bool.default(true),

@@ -55,7 +55,8 @@ function envOverrides(env: Env): { values: Record<string, unknown>; sources: Map
   for (const [name, value] of Object.entries(env)) {
     if (value === undefined || value === '') continue;
     let path = ENV_KEYS[name];
-    if (!path && name.startsWith(ENV_PREFIX)) path = name.slice(ENV_PREFIX.length).toLowerCase().replaceAll('__', '.');
+    if (!path && name.startsWith(ENV_PREFIX))
+      path = name.slice(ENV_PREFIX.length).toLowerCase().replaceAll('__', '.');
     if (!path) continue;
     setPath(values, path, value);
     sources.set(path, name);
@@ -63,19 +64,31 @@ function envOverrides(env: Env): { values: Record<string, unknown>; sources: Map
   return { values, sources };
 }
 
-function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+function deepMerge(
+  base: Record<string, unknown>,
+  over: Record<string, unknown>,
+): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };
   for (const [key, value] of Object.entries(over)) {
     const prev = out[key];
     out[key] =
-      value && typeof value === 'object' && !Array.isArray(value) && prev && typeof prev === 'object' && !Array.isArray(prev)
+      value &&
+      typeof value === 'object' &&
+      !Array.isArray(value) &&
+      prev &&
+      typeof prev === 'object' &&
+      !Array.isArray(prev)
         ? deepMerge(prev as Record<string, unknown>, value as Record<string, unknown>)
         : value;
   }
   return out;
 }
 
-function describeIssue(issue: z.core.$ZodIssue, sources: Map<string, string>, file: string | null): string {
+function describeIssue(
+  issue: z.core.$ZodIssue,
+  sources: Map<string, string>,
+  file: string | null,
+): string {
   const key = issue.path.join('.') || '(root)';
   const from = sources.get(key) ? ` (from ${sources.get(key)})` : file ? ` (in ${file})` : '';
   if (issue.code === 'unrecognized_keys') {
@@ -95,7 +108,10 @@ export interface LoadConfigOptions {
 }
 
 /** Parses and validates, without touching the disk beyond reading config.yaml. */
-export function parseConfig(options: LoadConfigOptions = {}): { config: Config; file: string | null } {
+export function parseConfig(options: LoadConfigOptions = {}): {
+  config: Config;
+  file: string | null;
+} {
   const env = options.env ?? process.env;
   const file = env.CONFIG_FILE ?? join(SERVER_ROOT, 'config', 'config.yaml');
   let fromFile: Record<string, unknown> = {};
@@ -104,7 +120,9 @@ export function parseConfig(options: LoadConfigOptions = {}): { config: Config; 
     try {
       fromFile = (parseYaml(readFileSync(file, 'utf8')) as Record<string, unknown>) ?? {};
     } catch (err) {
-      throw new ConfigError(`config error: ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+      throw new ConfigError(
+        `config error: ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`,
+      );
     }
     usedFile = file;
   } else if (env.CONFIG_FILE && !options.ignoreFile) {
@@ -118,15 +136,27 @@ export function parseConfig(options: LoadConfigOptions = {}): { config: Config; 
   }
   const config = result.data;
   if (config.process_role !== 'all' && !config.database.url) {
-    throw new ConfigError(`config error: database.url: required for process role '${config.process_role}' (set DATABASE_URL)`);
+    throw new ConfigError(
+      `config error: database.url: required for process role '${config.process_role}' (set DATABASE_URL)`,
+    );
   }
-  if ((config.process_role === 'worker' || config.process_role === 'scheduler') && !config.redis.url) {
-    throw new ConfigError(`config error: redis.url: required for process role '${config.process_role}' (set REDIS_URL)`);
+  if (
+    (config.process_role === 'worker' || config.process_role === 'scheduler') &&
+    !config.redis.url
+  ) {
+    throw new ConfigError(
+      `config error: redis.url: required for process role '${config.process_role}' (set REDIS_URL)`,
+    );
   }
   if (config.database.url && !config.auth.jwt_secret) {
-    throw new ConfigError('config error: auth.jwt_secret: required when DATABASE_URL is set (set JWT_SECRET, 32+ characters)');
+    throw new ConfigError(
+      'config error: auth.jwt_secret: required when DATABASE_URL is set (set JWT_SECRET, 32+ characters)',
+    );
   }
-  for (const [key, url] of [['database.url', config.database.url], ['redis.url', config.redis.url]] as const) {
+  for (const [key, url] of [
+    ['database.url', config.database.url],
+    ['redis.url', config.redis.url],
+  ] as const) {
     if (url && !URL.canParse(url)) throw new ConfigError(`config error: ${key}: not a valid URL`);
   }
   return { config, file: usedFile };
@@ -151,15 +181,23 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
   const env = options.env ?? process.env;
   const cwd = options.cwd ?? env.INIT_CWD ?? process.cwd();
   const dataDir = isAbsolute(config.data_dir) ? config.data_dir : resolve(cwd, config.data_dir);
-  const logDir = config.logging.dir && !isAbsolute(config.logging.dir) ? resolve(cwd, config.logging.dir) : config.logging.dir;
+  const logDir =
+    config.logging.dir && !isAbsolute(config.logging.dir)
+      ? resolve(cwd, config.logging.dir)
+      : config.logging.dir;
   const jwtSecret = config.auth.jwt_secret ?? embeddedJwtSecret(dataDir);
-  const pkg = JSON.parse(readFileSync(join(SERVER_ROOT, 'package.json'), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(join(SERVER_ROOT, 'package.json'), 'utf8')) as {
+    version: string;
+  };
   return {
     ...config,
     data_dir: dataDir,
     logging: { ...config.logging, dir: logDir },
     auth: { ...config.auth, jwt_secret: jwtSecret },
-    paths: { roles_file: env.ROLES_FILE ?? join(SERVER_ROOT, 'config', 'roles.yaml'), server_root: SERVER_ROOT },
+    paths: {
+      roles_file: env.ROLES_FILE ?? join(SERVER_ROOT, 'config', 'roles.yaml'),
+      server_root: SERVER_ROOT,
+    },
     version: pkg.version,
   };
 }

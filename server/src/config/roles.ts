@@ -62,15 +62,22 @@ export function loadRoles(file: string): RoleTable {
   try {
     raw = parseYaml(readFileSync(file, 'utf8'));
   } catch (err) {
-    throw new ConfigError(`config error: roles file ${file}: ${(err as Error).message.split('\n')[0]}`);
+    throw new ConfigError(
+      `config error: roles file ${file}: ${(err as Error).message.split('\n')[0]}`,
+    );
   }
   const parsed = RolesFile.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new ConfigError(`config error: roles file ${file}: ${issue.path.join('.')}: ${issue.message}`);
+    throw new ConfigError(
+      `config error: roles file ${file}: ${issue.path.join('.')}: ${issue.message}`,
+    );
   }
   const missing = REQUIRED_ROLES.filter((r) => !(r in parsed.data.roles));
-  if (missing.length) throw new ConfigError(`config error: roles file ${file}: missing role(s) ${missing.join(', ')}`);
+  if (missing.length)
+    throw new ConfigError(
+      `config error: roles file ${file}: missing role(s) ${missing.join(', ')}`,
+    );
   if (!parsed.data.roles.admin?.permissions.includes('users:write')) {
     throw new ConfigError(`config error: roles file ${file}: roles.admin must hold users:write`);
   }

@@ -15,7 +15,9 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number.parseInt(v, 10));
 
 export type Engine = 'postgres' | 'pglite';
 
-export type RawConnection = { kind: 'postgres'; pool: pg.Pool } | { kind: 'pglite'; pglite: PGlite };
+export type RawConnection =
+  | { kind: 'postgres'; pool: pg.Pool }
+  | { kind: 'pglite'; pglite: PGlite };
 
 export interface Database {
   db: Kysely<DB>;

@@ -30,7 +30,8 @@ export function readMigrations(dir = MIGRATIONS_DIR): Migration[] {
     .sort()
     .map((file) => {
       const match = FILE_PATTERN.exec(file);
-      if (!match) throw new MigrationError(`migration file name ${file} must look like 0001_name.sql`);
+      if (!match)
+        throw new MigrationError(`migration file name ${file} must look like 0001_name.sql`);
       const text = readFileSync(join(dir, file), 'utf8').replaceAll('\r\n', '\n');
       return {
         version: Number(match[1]),
@@ -69,7 +70,10 @@ const CREATE_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
 )`;
 const INSERT_RECORD = 'INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)';
 
-async function withSession<T>(database: Database, fn: (s: MigrationSession) => Promise<T>): Promise<T> {
+async function withSession<T>(
+  database: Database,
+  fn: (s: MigrationSession) => Promise<T>,
+): Promise<T> {
   if (database.raw.kind === 'pglite') {
     const { pglite } = database.raw;
     return fn({
@@ -102,7 +106,9 @@ async function withSession<T>(database: Database, fn: (s: MigrationSession) => P
         },
       });
     } finally {
-      await client.query(`SELECT pg_advisory_unlock(hashtext('mezzofy:migrate:' || current_schema()))`);
+      await client.query(
+        `SELECT pg_advisory_unlock(hashtext('mezzofy:migrate:' || current_schema()))`,
+      );
     }
   } finally {
     client.release();
@@ -114,10 +120,15 @@ export interface MigrateResult {
   current: number;
 }
 
-export async function migrate(database: Database, migrations = readMigrations()): Promise<MigrateResult> {
+export async function migrate(
+  database: Database,
+  migrations = readMigrations(),
+): Promise<MigrateResult> {
   return withSession(database, async (session) => {
     await session.query(CREATE_TABLE);
-    const rows = await session.query<AppliedRow>('SELECT version, name, checksum FROM schema_migrations ORDER BY version');
+    const rows = await session.query<AppliedRow>(
+      'SELECT version, name, checksum FROM schema_migrations ORDER BY version',
+    );
     const byVersion = new Map(migrations.map((m) => [m.version, m]));
     for (const row of rows) {
       const file = byVersion.get(row.version);
@@ -139,7 +150,9 @@ export async function migrate(database: Database, migrations = readMigrations())
       try {
         await session.applyInTransaction(m.sql, m);
       } catch (err) {
-        throw new MigrationError(`migration ${m.file} failed and was rolled back: ${(err as Error).message}`);
+        throw new MigrationError(
+          `migration ${m.file} failed and was rolled back: ${(err as Error).message}`,
+        );
       }
       applied.push(m.file);
     }

@@ -21,12 +21,20 @@ export function decodeCursor(raw: string | undefined): KeysetCursor | undefined 
     if (!okKey || !okId) throw new Error('shape');
     return value;
   } catch {
-    throw new AppError('bad_request', 'cursor is not valid; pass the next_cursor of a previous page');
+    throw new AppError(
+      'bad_request',
+      'cursor is not valid; pass the next_cursor of a previous page',
+    );
   }
 }
 
 /** Fetch limit+1 rows, then call this to split the page and compute the next cursor. */
-export function toPage<R, V>(rows: R[], limit: number, key: (row: R) => KeysetCursor, view: (row: R) => V) {
+export function toPage<R, V>(
+  rows: R[],
+  limit: number,
+  key: (row: R) => KeysetCursor,
+  view: (row: R) => V,
+) {
   const more = rows.length > limit;
   const items = more ? rows.slice(0, limit) : rows;
   const last = items.at(-1);

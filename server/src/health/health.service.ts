@@ -25,21 +25,29 @@ export function createHealthService(deps: HealthDeps) {
       let database: HealthResponse['checks']['database'];
       try {
         const latency = await deps.database.ping(deps.dbTimeoutMs);
-        database = { status: 'ok', engine: deps.database.engine, latency_ms: Math.round(latency * 100) / 100 };
+        database = {
+          status: 'ok',
+          engine: deps.database.engine,
+          latency_ms: Math.round(latency * 100) / 100,
+        };
       } catch {
         database = { status: 'down', engine: deps.database.engine };
       }
       const redis: HealthResponse['checks']['redis'] = deps.redis
         ? { status: deps.redis.status === 'ready' ? 'ok' : 'down' }
         : { status: 'disabled' };
-      const queue: HealthResponse['checks']['queue'] = { status: deps.queue.status(), engine: deps.queue.engine };
+      const queue: HealthResponse['checks']['queue'] = {
+        status: deps.queue.status(),
+        engine: deps.queue.engine,
+      };
       const rateLimit: HealthResponse['checks']['rate_limit'] = {
         status: deps.rateLimiter.status(),
         store: deps.rateLimiter.store,
       };
       const draining = deps.isDraining();
       const unavailable = draining || database.status !== 'ok';
-      const degraded = redis.status === 'down' || queue.status !== 'ok' || rateLimit.status !== 'ok';
+      const degraded =
+        redis.status === 'down' || queue.status !== 'ok' || rateLimit.status !== 'ok';
       return {
         httpStatus: unavailable ? 503 : 200,
         body: {

@@ -26,9 +26,17 @@ export interface RateLimiter {
   status(): 'ok' | 'degraded';
 }
 
-export function createRateLimiter(policy: RateLimitPolicy, redis?: Redis, keyPrefix = 'mz:'): RateLimiter {
+export function createRateLimiter(
+  policy: RateLimitPolicy,
+  redis?: Redis,
+  keyPrefix = 'mz:',
+): RateLimiter {
   const make = (kind: 'user' | 'ip', points: number) => {
-    const memory = new RateLimiterMemory({ points, duration: policy.window_s, keyPrefix: `rl:${kind}` });
+    const memory = new RateLimiterMemory({
+      points,
+      duration: policy.window_s,
+      keyPrefix: `rl:${kind}`,
+    });
     if (!redis) return memory;
     return new RateLimiterRedis({
       storeClient: redis,
@@ -46,10 +54,20 @@ export function createRateLimiter(policy: RateLimitPolicy, redis?: Redis, keyPre
     async consume(kind, key) {
       try {
         const res = await limiters[kind].consume(key);
-        return { allowed: true, limit: limits[kind], remaining: res.remainingPoints, resetSeconds: Math.ceil(res.msBeforeNext / 1000) };
+        return {
+          allowed: true,
+          limit: limits[kind],
+          remaining: res.remainingPoints,
+          resetSeconds: Math.ceil(res.msBeforeNext / 1000),
+        };
       } catch (err) {
         if (err instanceof RateLimiterRes) {
-          return { allowed: false, limit: limits[kind], remaining: 0, resetSeconds: Math.max(1, Math.ceil(err.msBeforeNext / 1000)) };
+          return {
+            allowed: false,
+            limit: limits[kind],
+            remaining: 0,
+            resetSeconds: Math.max(1, Math.ceil(err.msBeforeNext / 1000)),
+          };
         }
         throw err;
       }

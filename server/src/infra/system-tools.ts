@@ -14,7 +14,10 @@ export const OPTIONAL_TOOLS = {
 
 export type ToolName = keyof typeof OPTIONAL_TOOLS;
 
-export function findExecutable(names: readonly string[], pathEnv = process.env.PATH ?? ''): string | undefined {
+export function findExecutable(
+  names: readonly string[],
+  pathEnv = process.env.PATH ?? '',
+): string | undefined {
   for (const dir of pathEnv.split(delimiter).filter(Boolean)) {
     for (const name of names) {
       const candidate = join(dir, name);
@@ -30,6 +33,7 @@ export function findExecutable(names: readonly string[], pathEnv = process.env.P
 /** Looked up once at start; /health reports the result. */
 export function detectSystemTools(pathEnv?: string): Record<ToolName, boolean> {
   const out = {} as Record<ToolName, boolean>;
-  for (const [tool, names] of Object.entries(OPTIONAL_TOOLS)) out[tool as ToolName] = Boolean(findExecutable(names, pathEnv));
+  for (const [tool, names] of Object.entries(OPTIONAL_TOOLS))
+    out[tool as ToolName] = Boolean(findExecutable(names, pathEnv));
   return out;
 }

@@ -42,7 +42,10 @@ export interface LoggerOptions {
 
 export function createLoggers(options: LoggerOptions): Loggers {
   const stdout = options.stdout ?? pino.destination({ dest: 1, sync: false });
-  const common = { redact: { paths: REDACT_PATHS, censor: '[redacted]' }, base: { pid: process.pid } };
+  const common = {
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    base: { pid: process.pid },
+  };
   const files: ReturnType<typeof pino.destination>[] = [];
   const file = (name: string) => {
     const stream = pino.destination({ dest: join(options.dir!, name), mkdir: true, sync: false });
@@ -64,7 +67,10 @@ export function createLoggers(options: LoggerOptions): Loggers {
     ]);
   }
   const app = pino({ ...common, level: options.level }, appStream);
-  const access = pino({ ...common, level: options.level, base: { ...common.base, log: 'access' } }, accessStream);
+  const access = pino(
+    { ...common, level: options.level, base: { ...common.base, log: 'access' } },
+    accessStream,
+  );
   return {
     app,
     access,

@@ -1,15 +1,28 @@
 /** Production queue: BullMQ on Redis; workers and the scheduler run in their own processes. */
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
-import type { Logger } from '../logging/logger.ts';
 import { createRedis, type Redis } from '../infra/redis.ts';
-import { type EnqueueOptions, type JobDefinition, type JobQueue, UnknownJobError } from './queue.ts';
+import type { Logger } from '../logging/logger.ts';
+import {
+  type EnqueueOptions,
+  type JobDefinition,
+  type JobQueue,
+  UnknownJobError,
+} from './queue.ts';
 
 const QUEUE_NAME = 'mezzofy';
 
-export function createBullmqQueue(options: { redisUrl: string; prefix: string; log: Logger; concurrency?: number }): JobQueue {
+export function createBullmqQueue(options: {
+  redisUrl: string;
+  prefix: string;
+  log: Logger;
+  concurrency?: number;
+}): JobQueue {
   const { log } = options;
   const definitions = new Map<string, JobDefinition>();
-  const producer: Redis = createRedis(options.redisUrl, { maxRetriesPerRequest: 1, enableAutoPipelining: false });
+  const producer: Redis = createRedis(options.redisUrl, {
+    maxRetriesPerRequest: 1,
+    enableAutoPipelining: false,
+  });
   const queue = new Queue(QUEUE_NAME, { connection: producer, prefix: `${options.prefix}bull` });
   queue.on('error', (err) => log.warn({ err }, 'queue connection error'));
   let worker: Worker | undefined;
@@ -39,27 +52,44 @@ export function createBullmqQueue(options: { redisUrl: string; prefix: string; l
       await queue.upsertJobScheduler(
         id,
         { pattern: cron, ...(timezone ? { tz: timezone } : {}) },
-        { name, data, opts: { attempts: definition.attempts ?? 3, backoff: { type: 'exponential', delay: definition.backoffMs ?? 1_000 } } },
+        {
+          name,
+          data,
+          opts: {
+            attempts: definition.attempts ?? 3,
+            backoff: { type: 'exponential', delay: definition.backoffMs ?? 1_000 },
+          },
+        },
       );
     },
     async startWorker() {
-      workerConnection = createRedis(options.redisUrl, { maxRetriesPerRequest: null, enableAutoPipelining: false });
+      workerConnection = createRedis(options.redisUrl, {
+        maxRetriesPerRequest: null,
+        enableAutoPipelining: false,
+      });
       worker = new Worker(
         QUEUE_NAME,
         async (job) => {
           const definition = definitions.get(job.name);
           if (!definition) throw new UnrecoverableError(`no job named ${job.name}`);
           const parsed = definition.schema.safeParse(job.data);
-          if (!parsed.success) throw new UnrecoverableError(`invalid data for ${job.name}: ${parsed.error.message}`);
+          if (!parsed.success)
+            throw new UnrecoverableError(`invalid data for ${job.name}: ${parsed.error.message}`);
           return definition.handler(parsed.data, {
             log: log.child({ job: job.name, jobId: job.id }),
             attempt: job.attemptsMade + 1,
             jobId: job.id!,
           });
         },
-        { connection: workerConnection, prefix: `${options.prefix}bull`, concurrency: options.concurrency ?? 4 },
+        {
+          connection: workerConnection,
+          prefix: `${options.prefix}bull`,
+          concurrency: options.concurrency ?? 4,
+        },
       );
-      worker.on('failed', (job, err) => log.error({ err, job: job?.name, jobId: job?.id }, 'job failed'));
+      worker.on('failed', (job, err) =>
+        log.error({ err, job: job?.name, jobId: job?.id }, 'job failed'),
+      );
       worker.on('error', (err) => log.warn({ err }, 'worker connection error'));
     },
     async startScheduler() {

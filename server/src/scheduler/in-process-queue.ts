@@ -2,7 +2,12 @@
 import { randomUUID } from 'node:crypto';
 import { Cron } from 'croner';
 import type { Logger } from '../logging/logger.ts';
-import { type EnqueueOptions, type JobDefinition, type JobQueue, UnknownJobError } from './queue.ts';
+import {
+  type EnqueueOptions,
+  type JobDefinition,
+  type JobQueue,
+  UnknownJobError,
+} from './queue.ts';
 
 interface Schedule {
   id: string;
@@ -29,13 +34,22 @@ export function createInProcessQueue(log: Logger): JobQueue {
     for (let attempt = 1; attempt <= attempts && !closed; attempt++) {
       try {
         const parsed = definition.schema.parse(data);
-        await definition.handler(parsed, { log: log.child({ job: definition.name, jobId }), attempt, jobId });
+        await definition.handler(parsed, {
+          log: log.child({ job: definition.name, jobId }),
+          attempt,
+          jobId,
+        });
         return;
       } catch (err) {
         const last = attempt === attempts;
-        log.error({ err, job: definition.name, jobId, attempt }, last ? 'job failed' : 'job attempt failed; retrying');
+        log.error(
+          { err, job: definition.name, jobId, attempt },
+          last ? 'job failed' : 'job attempt failed; retrying',
+        );
         if (last) return;
-        await new Promise((r) => setTimeout(r, (definition.backoffMs ?? 1_000) * 2 ** (attempt - 1)));
+        await new Promise((r) =>
+          setTimeout(r, (definition.backoffMs ?? 1_000) * 2 ** (attempt - 1)),
+        );
       }
     }
   }

@@ -33,7 +33,13 @@ export interface JobQueue {
   define<T>(definition: JobDefinition<T>): void;
   enqueue(name: string, data: unknown, options?: EnqueueOptions): Promise<string>;
   /** A recurring job (5-field cron, in `timezone`), registered by the scheduler role. */
-  schedule(schedulerId: string, cron: string, name: string, data: unknown, timezone?: string): Promise<void>;
+  schedule(
+    schedulerId: string,
+    cron: string,
+    name: string,
+    data: unknown,
+    timezone?: string,
+  ): Promise<void>;
   startWorker(): Promise<void>;
   startScheduler(): Promise<void>;
   status(): 'ok' | 'down';

@@ -4,10 +4,10 @@
  * so it never reaches a log file).
  */
 import { randomBytes } from 'node:crypto';
-import type { Config } from '../config/config.schema.ts';
-import type { Database } from '../db/database.ts';
 import { writeAudit } from '../audit/audit.repository.ts';
 import { checkPasswordPolicy, type PasswordHasher } from '../auth/passwords.ts';
+import type { Config } from '../config/config.schema.ts';
+import type { Database } from '../db/database.ts';
 import { countUsers, insertUser } from './users.repository.ts';
 import { ADMIN_ROLE } from './users.service.ts';
 

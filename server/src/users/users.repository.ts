@@ -20,7 +20,11 @@ export function insertUser(db: Executor, user: NewUser): Promise<UserRow> {
   return db.insertInto('users').values(user).returningAll().executeTakeFirstOrThrow();
 }
 
-export function updateUser(db: Executor, id: string, patch: UserUpdate): Promise<UserRow | undefined> {
+export function updateUser(
+  db: Executor,
+  id: string,
+  patch: UserUpdate,
+): Promise<UserRow | undefined> {
   return db
     .updateTable('users')
     .set({ ...patch, updated_at: new Date() })
@@ -30,7 +34,10 @@ export function updateUser(db: Executor, id: string, patch: UserUpdate): Promise
 }
 
 export async function countUsers(db: Executor): Promise<number> {
-  const row = await db.selectFrom('users').select(sql<number>`count(*)::int`.as('n')).executeTakeFirstOrThrow();
+  const row = await db
+    .selectFrom('users')
+    .select(sql<number>`count(*)::int`.as('n'))
+    .executeTakeFirstOrThrow();
   return row.n;
 }
 
@@ -65,6 +72,13 @@ export function listUsers(db: Executor, filter: UserListFilter): Promise<UserRow
   if (filter.department) q = q.where('department', '=', filter.department);
   if (filter.role) q = q.where('role', '=', filter.role);
   if (filter.is_active !== undefined) q = q.where('is_active', '=', filter.is_active);
-  if (cursor) q = q.where(sql<boolean>`(created_at, id) < (${new Date(String(cursor.k))}, ${String(cursor.id)})`);
-  return q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(filter.limit + 1).execute();
+  if (cursor)
+    q = q.where(
+      sql<boolean>`(created_at, id) < (${new Date(String(cursor.k))}, ${String(cursor.id)})`,
+    );
+  return q
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(filter.limit + 1)
+    .execute();
 }

@@ -3,18 +3,18 @@
  * audited in its own transaction and announced so it takes effect on every process at once.
  */
 import type { CreateUserRequest, UpdateUserRequest, UserView } from '@mezzofy/protocol';
-import type { RoleTable } from '../config/roles.ts';
-import type { Database } from '../db/database.ts';
-import { toPage } from '../db/pagination.ts';
-import type { UserUpdate } from '../db/schema.ts';
-import { AppError, notFound } from '../errors.ts';
-import type { Clock } from '../infra/clock.ts';
 import { writeAudit } from '../audit/audit.repository.ts';
 import type { RequestMeta } from '../auth/auth.service.ts';
 import { checkPasswordPolicy, type PasswordHasher } from '../auth/passwords.ts';
 import { type Principal, toUserView } from '../auth/principal.ts';
 import { revokeUserSessions } from '../auth/sessions.repository.ts';
 import type { UserStateCache } from '../auth/user-state-cache.ts';
+import type { RoleTable } from '../config/roles.ts';
+import type { Database } from '../db/database.ts';
+import { toPage } from '../db/pagination.ts';
+import type { UserUpdate } from '../db/schema.ts';
+import { AppError, notFound } from '../errors.ts';
+import type { Clock } from '../infra/clock.ts';
 import {
   findUserByEmail,
   findUserById,
@@ -47,7 +47,9 @@ export function createUsersService(deps: UsersServiceDeps) {
 
   const assertRole = (role: string) => {
     if (!roles.has(role)) {
-      throw new AppError('validation_failed', `unknown role '${role}'`, { details: { field: 'role', roles: roles.list().map((r) => r.name) } });
+      throw new AppError('validation_failed', `unknown role '${role}'`, {
+        details: { field: 'role', roles: roles.list().map((r) => r.name) },
+      });
     }
   };
 
@@ -55,7 +57,12 @@ export function createUsersService(deps: UsersServiceDeps) {
     async list(actor: Principal, filter: UserListFilter) {
       void actor;
       const rows = await listUsers(db, filter);
-      return toPage(rows, filter.limit, (r) => ({ k: r.created_at.toISOString(), id: r.id }), (r) => toUserView(r, roles));
+      return toPage(
+        rows,
+        filter.limit,
+        (r) => ({ k: r.created_at.toISOString(), id: r.id }),
+        (r) => toUserView(r, roles),
+      );
     },
 
     async get(actor: Principal, id: string): Promise<UserView> {
@@ -68,7 +75,8 @@ export function createUsersService(deps: UsersServiceDeps) {
     async create(actor: Principal, input: CreateUserRequest, meta: RequestMeta): Promise<UserView> {
       assertRole(input.role);
       checkPasswordPolicy(input.password, input.email);
-      if (await findUserByEmail(db, input.email)) throw new AppError('conflict', 'a user with this e-mail already exists');
+      if (await findUserByEmail(db, input.email))
+        throw new AppError('conflict', 'a user with this e-mail already exists');
       const passwordHash = await passwords.hash(input.password);
       try {
         const user = await db.transaction().execute(async (trx) => {
@@ -86,22 +94,41 @@ export function createUsersService(deps: UsersServiceDeps) {
             department: actor.department,
             action: 'admin.user_created',
             source: meta.source,
-            details: { target_user_id: user.id, email: user.email, role: user.role, department: user.department },
+            details: {
+              target_user_id: user.id,
+              email: user.email,
+              role: user.role,
+              department: user.department,
+            },
             ip: meta.ip,
           });
           return user;
         });
         return toUserView(user, roles);
       } catch (err) {
-        if (isUniqueViolation(err)) throw new AppError('conflict', 'a user with this e-mail already exists');
+        if (isUniqueViolation(err))
+          throw new AppError('conflict', 'a user with this e-mail already exists');
         throw err;
       }
     },
 
-    async update(actor: Principal, id: string, input: UpdateUserRequest, meta: RequestMeta): Promise<UserView> {
+    async update(
+      actor: Principal,
+      id: string,
+      input: UpdateUserRequest,
+      meta: RequestMeta,
+    ): Promise<UserView> {
       if (input.role !== undefined) assertRole(input.role);
-      if (id === actor.id && (input.role !== undefined || input.department !== undefined || input.is_active !== undefined)) {
-        throw new AppError('forbidden', 'you cannot change your own role, department or active state');
+      if (
+        id === actor.id &&
+        (input.role !== undefined ||
+          input.department !== undefined ||
+          input.is_active !== undefined)
+      ) {
+        throw new AppError(
+          'forbidden',
+          'you cannot change your own role, department or active state',
+        );
       }
       const user = await db.transaction().execute(async (trx) => {
         const before = await findUserById(trx, id);
@@ -113,12 +140,22 @@ export function createUsersService(deps: UsersServiceDeps) {
         if (losesAdmin) {
           const admins = await lockActiveAdmins(trx, ADMIN_ROLE);
           if (admins.filter((a) => a !== id).length === 0) {
-            throw new AppError('last_admin', 'the last active admin cannot be demoted or deactivated');
+            throw new AppError(
+              'last_admin',
+              'the last active admin cannot be demoted or deactivated',
+            );
           }
         }
         const patch: UserUpdate = {};
         const changes: Record<string, { from: unknown; to: unknown }> = {};
-        for (const key of ['name', 'department', 'role', 'is_active', 'timezone', 'locale'] as const) {
+        for (const key of [
+          'name',
+          'department',
+          'role',
+          'is_active',
+          'timezone',
+          'locale',
+        ] as const) {
           const value = input[key];
           if (value !== undefined && value !== before[key]) {
             (patch as Record<string, unknown>)[key] = value;
@@ -129,11 +166,15 @@ export function createUsersService(deps: UsersServiceDeps) {
         if (input.is_active === true && !before.is_active) patch.deactivated_at = null;
         if (!Object.keys(changes).length) return before;
         const after = (await updateUser(trx, id, patch))!;
-        if (input.is_active === false && before.is_active) await revokeUserSessions(trx, id, 'deactivated', clock());
+        if (input.is_active === false && before.is_active)
+          await revokeUserSessions(trx, id, 'deactivated', clock());
         await writeAudit(trx, {
           userId: actor.id,
           department: actor.department,
-          action: input.is_active === false && before.is_active ? 'admin.user_deactivated' : 'admin.user_updated',
+          action:
+            input.is_active === false && before.is_active
+              ? 'admin.user_deactivated'
+              : 'admin.user_updated',
           source: meta.source,
           details: { target_user_id: id, changes },
           ip: meta.ip,
@@ -149,7 +190,12 @@ export function createUsersService(deps: UsersServiceDeps) {
     },
 
     /** Sets a new password and ends all of the user's sessions and access tokens. */
-    async resetPassword(actor: Principal, id: string, newPassword: string, meta: RequestMeta): Promise<void> {
+    async resetPassword(
+      actor: Principal,
+      id: string,
+      newPassword: string,
+      meta: RequestMeta,
+    ): Promise<void> {
       const user = await findUserById(db, id);
       if (!user) throw notFound('user');
       checkPasswordPolicy(newPassword, user.email);

@@ -9,7 +9,8 @@ export function safeUrl(url: string): string {
   const q = url.indexOf('?');
   if (q < 0) return url;
   const params = new URLSearchParams(url.slice(q + 1));
-  for (const name of [...params.keys()]) if (SENSITIVE_QUERY.test(name)) params.set(name, '[redacted]');
+  for (const name of [...params.keys()])
+    if (SENSITIVE_QUERY.test(name)) params.set(name, '[redacted]');
   return `${url.slice(0, q)}?${params.toString()}`;
 }
 

@@ -14,7 +14,9 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
         description:
           'Errors always answer { "error": { "code", "message", "details"?, "request_id" } }. Lists take ?limit&cursor and answer { items, next_cursor }. Times are UTC ISO-8601.',
       },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+      components: {
+        securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
+      },
       security: [{ bearer: [] }],
     },
     transform: jsonSchemaTransform,

@@ -25,20 +25,28 @@ export function registerRequestGuard(app: FastifyInstance, options: GuardOptions
     const isPublic = methods.every((m) => isPublicRoute(m === 'HEAD' ? 'GET' : m, url));
     const permission = (route.config as { permission?: string } | undefined)?.permission;
     if (!isPublic && !permission) {
-      throw new Error(`route ${methods.join(',')} ${url} declares no permission and is not on the public allow-list`);
+      throw new Error(
+        `route ${methods.join(',')} ${url} declares no permission and is not on the public allow-list`,
+      );
     }
   });
 
   app.addHook('onRequest', async (request, reply) => {
     const config = request.routeOptions.config;
     const url = request.routeOptions.url;
-    const isPublic = url === undefined || isPublicRoute(request.method === 'HEAD' ? 'GET' : request.method, url);
+    const isPublic =
+      url === undefined || isPublicRoute(request.method === 'HEAD' ? 'GET' : request.method, url);
 
     if (!isPublic) {
       const header = request.headers.authorization;
       const match = header ? BEARER.exec(header) : null;
       if (!match) {
-        request.authError = new AppError('unauthorized', header ? 'Authorization header must be "Bearer <access token>"' : 'sign in first: Authorization header is missing');
+        request.authError = new AppError(
+          'unauthorized',
+          header
+            ? 'Authorization header must be "Bearer <access token>"'
+            : 'sign in first: Authorization header is missing',
+        );
       } else {
         try {
           request.principal = await options.auth.authenticate(match[1]!);

@@ -7,7 +7,11 @@ import type { JobDefinition } from '../queue.ts';
 
 export const PURGE_AUTH_JOB = 'auth.purge-expired';
 
-export function purgeAuthJob(deps: { database: Database; clock: Clock; retentionSeconds: number }): JobDefinition<Record<string, never>> {
+export function purgeAuthJob(deps: {
+  database: Database;
+  clock: Clock;
+  retentionSeconds: number;
+}): JobDefinition<Record<string, never>> {
   return {
     name: PURGE_AUTH_JOB,
     schema: z.object({}).strict() as z.ZodType<Record<string, never>>,

@@ -10,6 +10,7 @@ const pgUrl = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
 const redisUrl = process.env.TEST_REDIS_URL ?? process.env.REDIS_URL;
 
 const dbFiles = ['server/test/**/*.db.test.ts'];
+const e2eFiles = ['server/test/**/*.e2e.test.ts'];
 const shared = { testTimeout: 30_000, hookTimeout: 60_000, pool: 'forks' as const };
 
 const projects = [
@@ -24,7 +25,7 @@ const projects = [
     test: {
       ...shared,
       name: 'pglite',
-      include: dbFiles,
+      include: [...dbFiles, ...e2eFiles],
       globalSetup: ['server/test/helpers/pglite-template.ts'],
       env: { TEST_DB: 'pglite' },
     },

@@ -55,6 +55,7 @@ export interface Container {
 export async function openDatabase(config: ResolvedConfig): Promise<Database> {
   return createDatabase({
     url: config.database.url,
+    schema: config.database.schema,
     pgliteDir: join(config.data_dir, 'pgdata'),
     poolMax: config.database.pool_max,
     statementTimeoutMs: config.database.statement_timeout_ms,

@@ -14,11 +14,11 @@ export const PROCESS_ROLES = ['all', 'api', 'worker', 'scheduler'] as const;
 export type ProcessRole = (typeof PROCESS_ROLES)[number];
 
 export const ConfigSchema = z
-  .object({
+  .strictObject({
     process_role: z.enum(PROCESS_ROLES).default('all'),
     data_dir: z.string().min(1).default('./data'),
     server: z
-      .object({
+      .strictObject({
         host: z.string().min(1).default('0.0.0.0'),
         port: z.coerce.number().int().min(0).max(65535).default(8000),
         /** Largest JSON body accepted, in bytes. */
@@ -36,21 +36,29 @@ export const ConfigSchema = z
       })
       .prefault({}),
     database: z
-      .object({
+      .strictObject({
         url: z.string().optional(),
+        /**
+         * PostgreSQL schema to work in (sets search_path); unset uses the server's default
+         * (public). Lets several deployments, or test runs, share one database.
+         */
+        schema: z
+          .string()
+          .regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, 'must be a plain schema name')
+          .optional(),
         pool_max: z.coerce.number().int().min(1).max(200).default(10),
         statement_timeout_ms: z.coerce.number().int().positive().default(15_000),
         health_timeout_ms: z.coerce.number().int().positive().default(2_000),
       })
       .prefault({}),
     redis: z
-      .object({
+      .strictObject({
         url: z.string().optional(),
         key_prefix: z.string().default('mz:'),
       })
       .prefault({}),
     auth: z
-      .object({
+      .strictObject({
         jwt_secret: z.string().min(32, 'must be at least 32 characters').optional(),
         issuer: z.string().min(1).default('mezzofy-ai-assistant'),
         audience: z.string().min(1).default('mezzofy-app'),
@@ -65,14 +73,14 @@ export const ConfigSchema = z
          */
         refresh_reuse_grace_s: z.coerce.number().int().min(0).default(10),
         argon2: z
-          .object({
+          .strictObject({
             memory_kib: z.coerce.number().int().min(19_456).default(19_456),
             iterations: z.coerce.number().int().min(2).default(2),
             parallelism: z.coerce.number().int().min(1).default(1),
           })
           .prefault({}),
         lockout: z
-          .object({
+          .strictObject({
             account_max_failures: z.coerce.number().int().positive().default(10),
             account_ip_max_failures: z.coerce.number().int().positive().default(5),
             window_s: Seconds.default(900),
@@ -84,14 +92,14 @@ export const ConfigSchema = z
       })
       .prefault({}),
     admin: z
-      .object({
+      .strictObject({
         email: z.email().optional(),
         password: z.string().optional(),
         name: z.string().default('Administrator'),
       })
       .prefault({}),
     rate_limit: z
-      .object({
+      .strictObject({
         enabled: Bool.default(true),
         /** Requests per window for a signed-in user. */
         user_points: z.coerce.number().int().positive().default(600),
@@ -101,7 +109,7 @@ export const ConfigSchema = z
       })
       .prefault({}),
     logging: z
-      .object({
+      .strictObject({
         level: z
           .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
           .default('info'),
@@ -111,14 +119,13 @@ export const ConfigSchema = z
       })
       .prefault({}),
     jobs: z
-      .object({
+      .strictObject({
         purge_auth_cron: z.string().default('17 * * * *'),
         /** Revoked or expired sessions are kept this long for the audit trail. */
         session_retention_s: Seconds.default(30 * 24 * 3600),
       })
       .prefault({}),
-  })
-  .strict();
+  });
 
 export type Config = z.infer<typeof ConfigSchema>;
 /** The config after start-up has resolved paths and secrets. */

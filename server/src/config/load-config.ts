@@ -26,6 +26,7 @@ export const ENV_KEYS: Record<string, string> = {
   TRUST_PROXY: 'server.trust_proxy',
   PUBLIC_URL: 'server.public_url',
   DATABASE_URL: 'database.url',
+  DATABASE_SCHEMA: 'database.schema',
   REDIS_URL: 'redis.url',
   JWT_SECRET: 'auth.jwt_secret',
   ADMIN_EMAIL: 'admin.email',

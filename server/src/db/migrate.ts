@@ -70,22 +70,32 @@ const CREATE_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
 )`;
 const INSERT_RECORD = 'INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)';
 
+/** PGlite has one owner process; within it, migration runs are serialised here. */
+const pgliteRuns = new WeakMap<object, Promise<unknown>>();
+
 async function withSession<T>(
   database: Database,
   fn: (s: MigrationSession) => Promise<T>,
 ): Promise<T> {
   if (database.raw.kind === 'pglite') {
     const { pglite } = database.raw;
-    return fn({
-      query: async (text, params) => (await pglite.query(text, params)).rows as never,
-      applyInTransaction: async (script, m) => {
-        await pglite.transaction(async (tx) => {
-          await tx.exec(script);
-          await tx.query(INSERT_RECORD, [m.version, m.name, m.checksum]);
-        });
-      },
-    });
+    const run = (pgliteRuns.get(pglite) ?? Promise.resolve())
+      .catch(() => {})
+      .then(() =>
+        fn({
+          query: async (text, params) => (await pglite.query(text, params)).rows as never,
+          applyInTransaction: async (script, m) => {
+            await pglite.transaction(async (tx) => {
+              await tx.exec(script);
+              await tx.query(INSERT_RECORD, [m.version, m.name, m.checksum]);
+            });
+          },
+        }),
+      );
+    pgliteRuns.set(pglite, run);
+    return run;
   }
+
   const client = await database.raw.pool.connect();
   try {
     // One lock per schema, so test schemas in one database do not wait for each other.

@@ -75,7 +75,13 @@ export function createLoggers(options: LoggerOptions): Loggers {
     app,
     access,
     flush() {
-      for (const f of files) f.flushSync();
+      for (const f of files) {
+        try {
+          f.flushSync();
+        } catch {
+          // not open yet: nothing buffered to flush
+        }
+      }
     },
   };
 }

@@ -1,0 +1,148 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, parseConfig } from './load-config.ts';
+import { loadRoles } from './roles.ts';
+
+const run = promisify(execFile);
+const tmp = () => mkdtempSync(join(tmpdir(), 'mz-config-'));
+
+describe('parseConfig', () => {
+  it('has working embedded defaults', () => {
+    const { config } = parseConfig({ env: {}, ignoreFile: true });
+    expect(config.server.port).toBe(8000);
+    expect(config.data_dir).toBe('./data');
+    expect(config.process_role).toBe('all');
+    expect(config.auth.access_ttl_s).toBe(900);
+    expect(config.auth.argon2).toEqual({ memory_kib: 19456, iterations: 2, parallelism: 1 });
+  });
+
+  it('takes the usual environment names and MEZZOFY__ paths', () => {
+    const { config } = parseConfig({
+      env: { PORT: '9001', DATA_DIR: '/tmp/x', MEZZOFY__auth__access_ttl_s: '600', MEZZOFY__rate_limit__enabled: 'false' },
+      ignoreFile: true,
+    });
+    expect(config.server.port).toBe(9001);
+    expect(config.data_dir).toBe('/tmp/x');
+    expect(config.auth.access_ttl_s).toBe(600);
+    expect(config.rate_limit.enabled).toBe(false);
+  });
+
+  it('names the key, the problem and the source in one line', () => {
+    const cases: Array<[Record<string, string>, RegExp]> = [
+      [{ PORT: 'abc' }, /^config error: server\.port: .*\(from PORT\)$/],
+      [{ PORT: '70000' }, /^config error: server\.port: .*\(from PORT\)$/],
+      [{ JWT_SECRET: 'short' }, /^config error: auth\.jwt_secret: must be at least 32 characters \(from JWT_SECRET\)$/],
+      [{ DATABASE_URL: 'postgres://db/x' }, /^config error: auth\.jwt_secret: required when DATABASE_URL is set/],
+      [{ PROCESS_ROLE: 'worker' }, /^config error: database\.url: required for process role 'worker'/],
+      [{ PROCESS_ROLE: 'chef' }, /^config error: process_role: .*\(from PROCESS_ROLE\)$/],
+      [{ LOG_LEVEL: 'loud' }, /^config error: logging\.level: /],
+      [{ MEZZOFY__auth__argon2__memory_kib: '1024' }, /^config error: auth\.argon2\.memory_kib: /],
+    ];
+    for (const [env, pattern] of cases) {
+      let error: unknown;
+      try {
+        parseConfig({ env, ignoreFile: true });
+      } catch (err) {
+        error = err;
+      }
+      expect(error, JSON.stringify(env)).toBeInstanceOf(ConfigError);
+      const message = (error as Error).message;
+      expect(message, JSON.stringify(env)).toMatch(pattern);
+      expect(message).not.toContain('\n');
+    }
+  });
+
+  it('rejects unknown keys and invalid YAML in the config file', () => {
+    const dir = tmp();
+    const file = join(dir, 'config.yaml');
+    writeFileSync(file, 'server:\n  prot: 8000\n');
+    expect(() => parseConfig({ env: { CONFIG_FILE: file } })).toThrow(/unknown key server\.prot \(in .*config\.yaml\)/);
+    writeFileSync(file, 'server: [unclosed\n');
+    expect(() => parseConfig({ env: { CONFIG_FILE: file } })).toThrow(/is not valid YAML/);
+    expect(() => parseConfig({ env: { CONFIG_FILE: join(dir, 'missing.yaml') } })).toThrow(/does not exist/);
+  });
+
+  it('lets the environment win over the file', () => {
+    const dir = tmp();
+    const file = join(dir, 'config.yaml');
+    writeFileSync(file, 'server:\n  port: 8100\n  host: 127.0.0.1\n');
+    const { config } = parseConfig({ env: { CONFIG_FILE: file, PORT: '8200' } });
+    expect(config.server.port).toBe(8200);
+    expect(config.server.host).toBe('127.0.0.1');
+  });
+
+  it('the example config file is valid', () => {
+    const example = resolve(import.meta.dirname, '../../config/config.example.yaml');
+    expect(() => parseConfig({ env: { CONFIG_FILE: example } })).not.toThrow();
+  });
+});
+
+describe('loadConfig', () => {
+  it('generates the embedded JWT signing key once, mode 0600, and reuses it', () => {
+    const dataDir = tmp();
+    const a = loadConfig({ env: { DATA_DIR: dataDir }, ignoreFile: true });
+    const b = loadConfig({ env: { DATA_DIR: dataDir }, ignoreFile: true });
+    expect(a.auth.jwt_secret.length).toBeGreaterThanOrEqual(32);
+    expect(b.auth.jwt_secret).toBe(a.auth.jwt_secret);
+    const file = join(dataDir, 'jwt-secret');
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(readFileSync(file, 'utf8').trim()).toBe(a.auth.jwt_secret);
+  });
+
+  it('resolves a relative DATA_DIR against the directory the command was typed in', () => {
+    const cwd = tmp();
+    const config = loadConfig({ env: { DATA_DIR: 'here', JWT_SECRET: 'x'.repeat(40) }, cwd, ignoreFile: true });
+    expect(config.data_dir).toBe(join(cwd, 'here'));
+  });
+});
+
+describe('roles.yaml', () => {
+  it('defines the ten roles, each tied to a department', () => {
+    const roles = loadRoles(resolve(import.meta.dirname, '../../config/roles.yaml'));
+    expect(roles.list().map((r) => r.name)).toEqual(
+      expect.arrayContaining([
+        'admin',
+        'executive',
+        'finance_manager',
+        'finance_viewer',
+        'sales_manager',
+        'sales_rep',
+        'marketing_manager',
+        'marketing_staff',
+        'support_manager',
+        'support_agent',
+      ]),
+    );
+    expect(roles.get('finance_viewer')?.department).toBe('finance');
+    expect(roles.can('admin', 'users:write')).toBe(true);
+    expect(roles.can('sales_rep', 'users:write')).toBe(false);
+  });
+
+  it('refuses a roles file with a missing role or a bad department', () => {
+    const dir = tmp();
+    const file = join(dir, 'roles.yaml');
+    writeFileSync(file, 'roles:\n  admin:\n    department: management\n    permissions: [users:write]\n');
+    expect(() => loadRoles(file)).toThrow(/missing role\(s\) executive/);
+    writeFileSync(file, 'roles:\n  admin:\n    department: kitchen\n    permissions: [users:write]\n');
+    expect(() => loadRoles(file)).toThrow(/roles\.admin\.department/);
+  });
+});
+
+describe('process start with a bad config', () => {
+  it('exits 1 with one clear line naming the key', async () => {
+    const main = resolve(import.meta.dirname, '../main.ts');
+    const error = await run(process.execPath, ['--import', 'tsx', main], {
+      env: { PATH: process.env.PATH, PORT: 'not-a-port', DATA_DIR: tmp() },
+      timeout: 20_000,
+    }).then(
+      () => undefined,
+      (err: { code: number; stderr: string }) => err,
+    );
+    expect(error?.code).toBe(1);
+    expect(error?.stderr.trim()).toMatch(/^config error: server\.port: .*\(from PORT\)$/);
+  });
+});

@@ -56,4 +56,6 @@ if (redisUrl) {
   console.warn('[vitest] TEST_REDIS_URL/REDIS_URL not set: Redis project skipped');
 }
 
-export default defineConfig({ test: { projects } });
+export default defineConfig({
+  test: { projects, reporters: ['default', './scripts/project-count-reporter.ts'] },
+});

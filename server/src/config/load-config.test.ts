@@ -75,6 +75,19 @@ describe('parseConfig', () => {
     expect(config.server.host).toBe('127.0.0.1');
   });
 
+  it('reads server/config/.env (ENV_FILE) under the real environment', () => {
+    const dir = tmp();
+    const file = join(dir, '.env');
+    writeFileSync(file, 'PORT=8300\nJWT_SECRET=from-dotenv-file-0123456789abcdefghij\n');
+    const yaml = join(dir, 'config.yaml');
+    writeFileSync(yaml, '');
+    const fromFile = parseConfig({ env: { ENV_FILE: file, CONFIG_FILE: yaml } }).config;
+    expect(fromFile.server.port).toBe(8300);
+    expect(fromFile.auth.jwt_secret).toBe('from-dotenv-file-0123456789abcdefghij');
+    const env = parseConfig({ env: { ENV_FILE: file, CONFIG_FILE: yaml, PORT: '8400' } }).config;
+    expect(env.server.port).toBe(8400);
+  });
+
   it('the example config file is valid', () => {
     const example = resolve(import.meta.dirname, '../../config/config.example.yaml');
     expect(() => parseConfig({ env: { CONFIG_FILE: example } })).not.toThrow();

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parse as parseDotenv } from 'dotenv';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { type Config, ConfigSchema, type ResolvedConfig } from './config.schema.ts';
@@ -108,12 +109,24 @@ export interface LoadConfigOptions {
   ignoreFile?: boolean;
 }
 
+/**
+ * The process environment over server/config/.env (or ENV_FILE), so a deployment can keep
+ * its secrets in that file; real environment variables always win.
+ */
+export function effectiveEnv(options: LoadConfigOptions): Env {
+  const env = options.env ?? process.env;
+  if (options.ignoreFile) return env;
+  const file = env.ENV_FILE ?? join(SERVER_ROOT, 'config', '.env');
+  if (!existsSync(file)) return env;
+  return { ...parseDotenv(readFileSync(file)), ...env };
+}
+
 /** Parses and validates, without touching the disk beyond reading config.yaml. */
 export function parseConfig(options: LoadConfigOptions = {}): {
   config: Config;
   file: string | null;
 } {
-  const env = options.env ?? process.env;
+  const env = effectiveEnv(options);
   const file = env.CONFIG_FILE ?? join(SERVER_ROOT, 'config', 'config.yaml');
   let fromFile: Record<string, unknown> = {};
   let usedFile: string | null = null;
@@ -179,7 +192,7 @@ function embeddedJwtSecret(dataDir: string): string {
 /** Full start-up resolution: paths made absolute, the embedded signing key created if needed. */
 export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
   const { config } = parseConfig(options);
-  const env = options.env ?? process.env;
+  const env = effectiveEnv(options);
   const cwd = options.cwd ?? env.INIT_CWD ?? process.cwd();
   const dataDir = isAbsolute(config.data_dir) ? config.data_dir : resolve(cwd, config.data_dir);
   const logDir =

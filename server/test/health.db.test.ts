@@ -41,10 +41,20 @@ describe('API docs', () => {
     expect(res.statusCode).toBe(200);
     const doc = res.json();
     expect(doc.openapi).toMatch(/^3\./);
-    for (const path of ['/auth/login', '/auth/refresh', '/auth/me', '/admin/users', '/admin/users/{id}', '/admin/audit', '/health']) {
+    for (const path of [
+      '/auth/login',
+      '/auth/refresh',
+      '/auth/me',
+      '/admin/users',
+      '/admin/users/{id}',
+      '/admin/audit',
+      '/health',
+    ]) {
       expect(Object.keys(doc.paths), path).toContain(path);
     }
-    expect(doc.paths['/auth/login'].post.requestBody.content['application/json'].schema.properties).toHaveProperty('email');
+    expect(
+      doc.paths['/auth/login'].post.requestBody.content['application/json'].schema.properties,
+    ).toHaveProperty('email');
     const page = await t.app.inject({ method: 'GET', url: '/docs' });
     expect([200, 302]).toContain(page.statusCode);
   });
@@ -61,7 +71,10 @@ describe('database down', () => {
       expect(health.json().checks.database.status).toBe('down');
       const res = await own.inject(login.token, { method: 'GET', url: '/admin/users' });
       expect(res.statusCode).toBe(500);
-      expect(res.json().error).toMatchObject({ code: 'internal_error', message: 'internal server error' });
+      expect(res.json().error).toMatchObject({
+        code: 'internal_error',
+        message: 'internal server error',
+      });
     } finally {
       await own.close().catch(() => {});
     }

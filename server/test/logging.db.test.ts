@@ -3,9 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LoginResponse, TokenPair } from '@mezzofy/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLoggers } from '../src/logging/logger.ts';
 import { safeUrl } from '../src/api/plugins/access-log.ts';
-import { createTestApp, STRONG_PASSWORD, TEST_JWT_SECRET, type TestApp } from './helpers/test-app.ts';
+import { createLoggers } from '../src/logging/logger.ts';
+import {
+  createTestApp,
+  STRONG_PASSWORD,
+  TEST_JWT_SECRET,
+  type TestApp,
+} from './helpers/test-app.ts';
 
 let t: TestApp;
 beforeAll(async () => {
@@ -24,7 +29,13 @@ describe('logs', () => {
     const created = await t.inject(admin.token, {
       method: 'POST',
       url: '/admin/users',
-      payload: { email: 'logcheck@mezzofy.test', name: 'Log Check', password: newPassword, department: 'sales', role: 'sales_rep' },
+      payload: {
+        email: 'logcheck@mezzofy.test',
+        name: 'Log Check',
+        password: newPassword,
+        department: 'sales',
+        role: 'sales_rep',
+      },
     });
     expect(created.statusCode).toBe(201);
     secrets.push(newPassword);
@@ -33,7 +44,13 @@ describe('logs', () => {
     expect((await t.login('logcheck@mezzofy.test', wrongPassword)).statusCode).toBe(401);
     const login = (await t.login('logcheck@mezzofy.test', newPassword)).json() as LoginResponse;
     secrets.push(login.access_token, login.refresh_token);
-    const refreshed = (await t.app.inject({ method: 'POST', url: '/auth/refresh', payload: { refresh_token: login.refresh_token } })).json() as TokenPair;
+    const refreshed = (
+      await t.app.inject({
+        method: 'POST',
+        url: '/auth/refresh',
+        payload: { refresh_token: login.refresh_token },
+      })
+    ).json() as TokenPair;
     secrets.push(refreshed.access_token, refreshed.refresh_token);
     const changed = 'Changed-Secret-Pass-88';
     secrets.push(changed);
@@ -45,9 +62,17 @@ describe('logs', () => {
     expect(afterChange.statusCode).toBe(200);
     const reset = 'Reset-By-Admin-Pass-99';
     secrets.push(reset);
-    await t.inject(admin.token, { method: 'POST', url: `/admin/users/${created.json().id}/reset-password`, payload: { new_password: reset } });
+    await t.inject(admin.token, {
+      method: 'POST',
+      url: `/admin/users/${created.json().id}/reset-password`,
+      payload: { new_password: reset },
+    });
     // A token in a query string, and a bad bearer token, are not echoed either.
-    await t.app.inject({ method: 'GET', url: `/auth/me?access_token=${login.access_token}`, headers: { authorization: `Bearer ${login.access_token}x` } });
+    await t.app.inject({
+      method: 'GET',
+      url: `/auth/me?access_token=${login.access_token}`,
+      headers: { authorization: `Bearer ${login.access_token}x` },
+    });
     await t.inject(admin.token, { method: 'POST', url: '/auth/logout' });
 
     const text = t.logs.text();
@@ -67,7 +92,8 @@ describe('logs', () => {
     loggers.access.info({ url: '/x' }, 'access line');
     await new Promise((r) => setTimeout(r, 100));
     loggers.flush();
-    for (const f of ['app.log', 'error.log', 'access.log']) expect(existsSync(join(dir, f))).toBe(true);
+    for (const f of ['app.log', 'error.log', 'access.log'])
+      expect(existsSync(join(dir, f))).toBe(true);
     expect(readFileSync(join(dir, 'app.log'), 'utf8')).toContain('hello app');
     const errors = readFileSync(join(dir, 'error.log'), 'utf8');
     expect(errors).toContain('boom');

@@ -10,122 +10,148 @@ const Bool = z.preprocess(
   z.boolean(),
 );
 
+/**
+ * From the environment: "true"/"false", a hop count ("1"), or a comma-separated list of
+ * proxy IPs/CIDRs ("127.0.0.1,10.0.0.0/8"). From YAML: the same as native values.
+ */
+const TrustProxy = z.preprocess(
+  (v) => {
+    if (typeof v !== 'string') return v;
+    const s = v.trim();
+    if (s === 'true' || s === 'false') return s === 'true';
+    if (/^\d+$/.test(s)) return Number(s);
+    return s
+      .split(',')
+      .map((p) => p.trim())
+      .filter(Boolean);
+  },
+  z.union([
+    z.boolean(),
+    z.number().int().min(1),
+    z
+      .array(
+        z
+          .string()
+          .regex(
+            /^[0-9a-fA-F:.]+(\/\d{1,3})?$|^(loopback|linklocal|uniquelocal)$/,
+            'must be an IP, a CIDR or loopback/linklocal/uniquelocal',
+          ),
+      )
+      .min(1),
+  ]),
+);
+
 export const PROCESS_ROLES = ['all', 'api', 'worker', 'scheduler'] as const;
 export type ProcessRole = (typeof PROCESS_ROLES)[number];
 
-export const ConfigSchema = z
-  .strictObject({
-    process_role: z.enum(PROCESS_ROLES).default('all'),
-    data_dir: z.string().min(1).default('./data'),
-    server: z
-      .strictObject({
-        host: z.string().min(1).default('0.0.0.0'),
-        port: z.coerce.number().int().min(0).max(65535).default(8000),
-        /** Largest JSON body accepted, in bytes. */
-        body_limit_bytes: z.coerce.number().int().positive().default(1_048_576),
-        /**
-         * Which proxies may set X-Forwarded-For: false (none), true (any — only behind a
-         * proxy that always overwrites the header), a hop count, or a list of IPs/CIDRs.
-         */
-        trust_proxy: z
-          .union([Bool, z.coerce.number().int().min(1), z.array(z.string()), z.string()])
-          .default(false),
-        shutdown_timeout_ms: z.coerce.number().int().positive().default(10_000),
-        request_timeout_ms: z.coerce.number().int().positive().default(120_000),
-        public_url: z.url().optional(),
-      })
-      .prefault({}),
-    database: z
-      .strictObject({
-        url: z.string().optional(),
-        /**
-         * PostgreSQL schema to work in (sets search_path); unset uses the server's default
-         * (public). Lets several deployments, or test runs, share one database.
-         */
-        schema: z
-          .string()
-          .regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, 'must be a plain schema name')
-          .optional(),
-        pool_max: z.coerce.number().int().min(1).max(200).default(10),
-        statement_timeout_ms: z.coerce.number().int().positive().default(15_000),
-        health_timeout_ms: z.coerce.number().int().positive().default(2_000),
-      })
-      .prefault({}),
-    redis: z
-      .strictObject({
-        url: z.string().optional(),
-        key_prefix: z.string().default('mz:'),
-      })
-      .prefault({}),
-    auth: z
-      .strictObject({
-        jwt_secret: z.string().min(32, 'must be at least 32 characters').optional(),
-        issuer: z.string().min(1).default('mezzofy-ai-assistant'),
-        audience: z.string().min(1).default('mezzofy-app'),
-        access_ttl_s: Seconds.default(900),
-        /** A refresh token's own lifetime; each rotation issues a new one. */
-        refresh_ttl_s: Seconds.default(14 * 24 * 3600),
-        /** Absolute lifetime of a login session (a refresh-token family). */
-        session_max_age_s: Seconds.default(30 * 24 * 3600),
-        /**
-         * A token rotated less than this many seconds ago, presented again, is answered 401
-         * without revoking its family (two tabs refreshing at once). Later reuse revokes it.
-         */
-        refresh_reuse_grace_s: z.coerce.number().int().min(0).default(10),
-        argon2: z
-          .strictObject({
-            memory_kib: z.coerce.number().int().min(19_456).default(19_456),
-            iterations: z.coerce.number().int().min(2).default(2),
-            parallelism: z.coerce.number().int().min(1).default(1),
-          })
-          .prefault({}),
-        lockout: z
-          .strictObject({
-            account_max_failures: z.coerce.number().int().positive().default(10),
-            account_ip_max_failures: z.coerce.number().int().positive().default(5),
-            window_s: Seconds.default(900),
-            lock_s: Seconds.default(900),
-          })
-          .prefault({}),
-        user_cache_ttl_s: Seconds.default(300),
-        user_cache_max: z.coerce.number().int().positive().default(10_000),
-      })
-      .prefault({}),
-    admin: z
-      .strictObject({
-        email: z.email().optional(),
-        password: z.string().optional(),
-        name: z.string().default('Administrator'),
-      })
-      .prefault({}),
-    rate_limit: z
-      .strictObject({
-        enabled: Bool.default(true),
-        /** Requests per window for a signed-in user. */
-        user_points: z.coerce.number().int().positive().default(600),
-        /** Requests per window for an anonymous client, per IP. */
-        ip_points: z.coerce.number().int().positive().default(300),
-        window_s: Seconds.default(60),
-      })
-      .prefault({}),
-    logging: z
-      .strictObject({
-        level: z
-          .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
-          .default('info'),
-        /** When set, app.log, error.log and access.log are written in this folder. */
-        dir: z.string().optional(),
-        access_log: Bool.default(true),
-      })
-      .prefault({}),
-    jobs: z
-      .strictObject({
-        purge_auth_cron: z.string().default('17 * * * *'),
-        /** Revoked or expired sessions are kept this long for the audit trail. */
-        session_retention_s: Seconds.default(30 * 24 * 3600),
-      })
-      .prefault({}),
-  });
+export const ConfigSchema = z.strictObject({
+  process_role: z.enum(PROCESS_ROLES).default('all'),
+  data_dir: z.string().min(1).default('./data'),
+  server: z
+    .strictObject({
+      host: z.string().min(1).default('0.0.0.0'),
+      port: z.coerce.number().int().min(0).max(65535).default(8000),
+      /** Largest JSON body accepted, in bytes. */
+      body_limit_bytes: z.coerce.number().int().positive().default(1_048_576),
+      /**
+       * Which proxies may set X-Forwarded-For: false (none), true (any — only behind a
+       * proxy that always overwrites the header), a hop count, or a list of IPs/CIDRs.
+       */
+      trust_proxy: TrustProxy.default(false),
+      shutdown_timeout_ms: z.coerce.number().int().positive().default(10_000),
+      request_timeout_ms: z.coerce.number().int().positive().default(120_000),
+      public_url: z.url().optional(),
+    })
+    .prefault({}),
+  database: z
+    .strictObject({
+      url: z.string().optional(),
+      /**
+       * PostgreSQL schema to work in (sets search_path); unset uses the server's default
+       * (public). Lets several deployments, or test runs, share one database.
+       */
+      schema: z
+        .string()
+        .regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, 'must be a plain schema name')
+        .optional(),
+      pool_max: z.coerce.number().int().min(1).max(200).default(10),
+      statement_timeout_ms: z.coerce.number().int().positive().default(15_000),
+      health_timeout_ms: z.coerce.number().int().positive().default(2_000),
+    })
+    .prefault({}),
+  redis: z
+    .strictObject({
+      url: z.string().optional(),
+      key_prefix: z.string().default('mz:'),
+    })
+    .prefault({}),
+  auth: z
+    .strictObject({
+      jwt_secret: z.string().min(32, 'must be at least 32 characters').optional(),
+      issuer: z.string().min(1).default('mezzofy-ai-assistant'),
+      audience: z.string().min(1).default('mezzofy-app'),
+      access_ttl_s: Seconds.default(900),
+      /** A refresh token's own lifetime; each rotation issues a new one. */
+      refresh_ttl_s: Seconds.default(14 * 24 * 3600),
+      /** Absolute lifetime of a login session (a refresh-token family). */
+      session_max_age_s: Seconds.default(30 * 24 * 3600),
+      /**
+       * A token rotated less than this many seconds ago, presented again, is answered 401
+       * without revoking its family (two tabs refreshing at once). Later reuse revokes it.
+       */
+      refresh_reuse_grace_s: z.coerce.number().int().min(0).default(10),
+      argon2: z
+        .strictObject({
+          memory_kib: z.coerce.number().int().min(19_456).default(19_456),
+          iterations: z.coerce.number().int().min(2).default(2),
+          parallelism: z.coerce.number().int().min(1).default(1),
+        })
+        .prefault({}),
+      lockout: z
+        .strictObject({
+          account_max_failures: z.coerce.number().int().positive().default(10),
+          account_ip_max_failures: z.coerce.number().int().positive().default(5),
+          window_s: Seconds.default(900),
+          lock_s: Seconds.default(900),
+        })
+        .prefault({}),
+      user_cache_ttl_s: Seconds.default(300),
+      user_cache_max: z.coerce.number().int().positive().default(10_000),
+    })
+    .prefault({}),
+  admin: z
+    .strictObject({
+      email: z.email().optional(),
+      password: z.string().optional(),
+      name: z.string().default('Administrator'),
+    })
+    .prefault({}),
+  rate_limit: z
+    .strictObject({
+      enabled: Bool.default(true),
+      /** Requests per window for a signed-in user. */
+      user_points: z.coerce.number().int().positive().default(600),
+      /** Requests per window for an anonymous client, per IP. */
+      ip_points: z.coerce.number().int().positive().default(300),
+      window_s: Seconds.default(60),
+    })
+    .prefault({}),
+  logging: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      /** When set, app.log, error.log and access.log are written in this folder. */
+      dir: z.string().optional(),
+      access_log: Bool.default(true),
+    })
+    .prefault({}),
+  jobs: z
+    .strictObject({
+      purge_auth_cron: z.string().default('17 * * * *'),
+      /** Revoked or expired sessions are kept this long for the audit trail. */
+      session_retention_s: Seconds.default(30 * 24 * 3600),
+    })
+    .prefault({}),
+});
 
 export type Config = z.infer<typeof ConfigSchema>;
 /** The config after start-up has resolved paths and secrets. */

@@ -22,7 +22,12 @@ describe('parseConfig', () => {
 
   it('takes the usual environment names and MEZZOFY__ paths', () => {
     const { config } = parseConfig({
-      env: { PORT: '9001', DATA_DIR: '/tmp/x', MEZZOFY__auth__access_ttl_s: '600', MEZZOFY__rate_limit__enabled: 'false' },
+      env: {
+        PORT: '9001',
+        DATA_DIR: '/tmp/x',
+        MEZZOFY__auth__access_ttl_s: '600',
+        MEZZOFY__rate_limit__enabled: 'false',
+      },
       ignoreFile: true,
     });
     expect(config.server.port).toBe(9001);
@@ -31,13 +36,33 @@ describe('parseConfig', () => {
     expect(config.rate_limit.enabled).toBe(false);
   });
 
+  it('reads TRUST_PROXY as a flag, a hop count or a list of proxies', () => {
+    const trust = (v: string) =>
+      parseConfig({ env: { TRUST_PROXY: v }, ignoreFile: true }).config.server.trust_proxy;
+    expect(trust('false')).toBe(false);
+    expect(trust('true')).toBe(true);
+    expect(trust('2')).toBe(2);
+    expect(trust('127.0.0.1')).toEqual(['127.0.0.1']);
+    expect(trust('127.0.0.1, 10.0.0.0/8')).toEqual(['127.0.0.1', '10.0.0.0/8']);
+    expect(() => trust('proxy.example.com')).toThrow(/server\.trust_proxy/);
+  });
+
   it('names the key, the problem and the source in one line', () => {
     const cases: Array<[Record<string, string>, RegExp]> = [
       [{ PORT: 'abc' }, /^config error: server\.port: .*\(from PORT\)$/],
       [{ PORT: '70000' }, /^config error: server\.port: .*\(from PORT\)$/],
-      [{ JWT_SECRET: 'short' }, /^config error: auth\.jwt_secret: must be at least 32 characters \(from JWT_SECRET\)$/],
-      [{ DATABASE_URL: 'postgres://db/x' }, /^config error: auth\.jwt_secret: required when DATABASE_URL is set/],
-      [{ PROCESS_ROLE: 'worker' }, /^config error: database\.url: required for process role 'worker'/],
+      [
+        { JWT_SECRET: 'short' },
+        /^config error: auth\.jwt_secret: must be at least 32 characters \(from JWT_SECRET\)$/,
+      ],
+      [
+        { DATABASE_URL: 'postgres://db/x' },
+        /^config error: auth\.jwt_secret: required when DATABASE_URL is set/,
+      ],
+      [
+        { PROCESS_ROLE: 'worker' },
+        /^config error: database\.url: required for process role 'worker'/,
+      ],
       [{ PROCESS_ROLE: 'chef' }, /^config error: process_role: .*\(from PROCESS_ROLE\)$/],
       [{ LOG_LEVEL: 'loud' }, /^config error: logging\.level: /],
       [{ MEZZOFY__auth__argon2__memory_kib: '1024' }, /^config error: auth\.argon2\.memory_kib: /],
@@ -60,10 +85,14 @@ describe('parseConfig', () => {
     const dir = tmp();
     const file = join(dir, 'config.yaml');
     writeFileSync(file, 'server:\n  prot: 8000\n');
-    expect(() => parseConfig({ env: { CONFIG_FILE: file } })).toThrow(/unknown key server\.prot \(in .*config\.yaml\)/);
+    expect(() => parseConfig({ env: { CONFIG_FILE: file } })).toThrow(
+      /unknown key server\.prot \(in .*config\.yaml\)/,
+    );
     writeFileSync(file, 'server: [unclosed\n');
     expect(() => parseConfig({ env: { CONFIG_FILE: file } })).toThrow(/is not valid YAML/);
-    expect(() => parseConfig({ env: { CONFIG_FILE: join(dir, 'missing.yaml') } })).toThrow(/does not exist/);
+    expect(() => parseConfig({ env: { CONFIG_FILE: join(dir, 'missing.yaml') } })).toThrow(
+      /does not exist/,
+    );
   });
 
   it('lets the environment win over the file', () => {
@@ -108,7 +137,11 @@ describe('loadConfig', () => {
 
   it('resolves a relative DATA_DIR against the directory the command was typed in', () => {
     const cwd = tmp();
-    const config = loadConfig({ env: { DATA_DIR: 'here', JWT_SECRET: 'x'.repeat(40) }, cwd, ignoreFile: true });
+    const config = loadConfig({
+      env: { DATA_DIR: 'here', JWT_SECRET: 'x'.repeat(40) },
+      cwd,
+      ignoreFile: true,
+    });
     expect(config.data_dir).toBe(join(cwd, 'here'));
   });
 });
@@ -138,9 +171,15 @@ describe('roles.yaml', () => {
   it('refuses a roles file with a missing role or a bad department', () => {
     const dir = tmp();
     const file = join(dir, 'roles.yaml');
-    writeFileSync(file, 'roles:\n  admin:\n    department: management\n    permissions: [users:write]\n');
+    writeFileSync(
+      file,
+      'roles:\n  admin:\n    department: management\n    permissions: [users:write]\n',
+    );
     expect(() => loadRoles(file)).toThrow(/missing role\(s\) executive/);
-    writeFileSync(file, 'roles:\n  admin:\n    department: kitchen\n    permissions: [users:write]\n');
+    writeFileSync(
+      file,
+      'roles:\n  admin:\n    department: kitchen\n    permissions: [users:write]\n',
+    );
     expect(() => loadRoles(file)).toThrow(/roles\.admin\.department/);
   });
 });

@@ -97,6 +97,8 @@ export async function createContainer(
     pubsub,
     ttlMs: config.auth.user_cache_ttl_s * 1000,
     max: config.auth.user_cache_max,
+    onPublishError: (err, userId) =>
+      log.warn({ err, userId }, 'user change not announced (Redis unreachable)'),
   });
   const lockout = createLockout(config.auth.lockout, clock);
   const auth = createAuthService({

@@ -31,6 +31,8 @@ export async function createUserStateCache(options: {
   pubsub: PubSub;
   ttlMs: number;
   max: number;
+  /** An invalidation could not be announced (Redis unreachable); the caller still succeeds. */
+  onPublishError?: (err: unknown, userId: string) => void;
 }): Promise<UserStateCache> {
   const { load, pubsub } = options;
   const cache = new LRUCache<string, UserState>({
@@ -38,6 +40,9 @@ export async function createUserStateCache(options: {
     ttl: options.ttlMs,
     fetchMethod: async (userId) => load(userId),
   });
+  // invalidate() aborts a load in flight, rejecting everyone waiting on it; what that load
+  // read may predate the change, so they load afresh rather than fail.
+  const fetch = (userId: string) => cache.fetch(userId).catch(() => load(userId));
   const listeners = new Set<(userId: string) => void>();
   await pubsub.subscribe(USER_INVALIDATE_CHANNEL, (userId) => {
     cache.delete(userId);
@@ -47,16 +52,23 @@ export async function createUserStateCache(options: {
   return {
     async get(userId) {
       if (!pubsub.healthy()) return load(userId);
-      return cache.fetch(userId);
+      return fetch(userId);
     },
     async reload(userId) {
       cache.delete(userId);
       if (!pubsub.healthy()) return load(userId);
-      return cache.fetch(userId);
+      return fetch(userId);
     },
     async invalidate(userId) {
       cache.delete(userId);
-      await pubsub.publish(USER_INVALIDATE_CHANNEL, userId);
+      try {
+        await pubsub.publish(USER_INVALIDATE_CHANNEL, userId);
+      } catch (err) {
+        // The change is committed; failing the request would not undo it. Processes that
+        // cannot hear us cannot hear Redis either: they read from the database meanwhile
+        // and clear their cache when delivery resumes.
+        options.onPublishError?.(err, userId);
+      }
     },
     onInvalidate(listener) {
       listeners.add(listener);

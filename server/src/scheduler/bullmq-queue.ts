@@ -9,7 +9,16 @@ import {
   UnknownJobError,
 } from './queue.ts';
 
-const QUEUE_NAME = 'mezzofy';
+export const QUEUE_NAME = 'mezzofy';
+
+/**
+ * BullMQ refuses custom job ids that contain ':' or look like integers; ours may be anything
+ * (an ISO timestamp in a deterministic id is common), so they are stored escaped.
+ */
+const ID_PREFIX = 'id-';
+const toBullId = (id: string) => ID_PREFIX + id.replaceAll('%', '%25').replaceAll(':', '%3A');
+const fromBullId = (id: string) =>
+  id.startsWith(ID_PREFIX) ? decodeURIComponent(id.slice(ID_PREFIX.length)) : id;
 
 export function createBullmqQueue(options: {
   redisUrl: string;
@@ -37,14 +46,14 @@ export function createBullmqQueue(options: {
       const definition = definitions.get(name);
       if (!definition) throw new UnknownJobError(`no job named ${name}`);
       const job = await queue.add(name, data, {
-        ...(opts.jobId ? { jobId: opts.jobId } : {}),
+        ...(opts.jobId ? { jobId: toBullId(opts.jobId) } : {}),
         ...(opts.delayMs ? { delay: opts.delayMs } : {}),
         attempts: definition.attempts ?? 3,
         backoff: { type: 'exponential', delay: definition.backoffMs ?? 1_000 },
         removeOnComplete: { age: 24 * 3600, count: 1_000 },
         removeOnFail: { age: 7 * 24 * 3600 },
       });
-      return job.id!;
+      return fromBullId(job.id!);
     },
     async schedule(id, cron, name, data, timezone) {
       const definition = definitions.get(name);
@@ -78,7 +87,7 @@ export function createBullmqQueue(options: {
           return definition.handler(parsed.data, {
             log: log.child({ job: job.name, jobId: job.id }),
             attempt: job.attemptsMade + 1,
-            jobId: job.id!,
+            jobId: fromBullId(job.id!),
           });
         },
         {

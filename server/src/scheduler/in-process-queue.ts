@@ -31,10 +31,18 @@ export function createInProcessQueue(log: Logger): JobQueue {
 
   async function run(definition: JobDefinition, data: unknown, jobId: string): Promise<void> {
     const attempts = definition.attempts ?? 3;
+    // Invalid data fails the same way on every try: fail once, as BullMQ does.
+    const parsed = definition.schema.safeParse(data);
+    if (!parsed.success) {
+      log.error(
+        { err: parsed.error, job: definition.name, jobId, attempt: 1, reason: 'invalid_data' },
+        'job failed',
+      );
+      return;
+    }
     for (let attempt = 1; attempt <= attempts && !closed; attempt++) {
       try {
-        const parsed = definition.schema.parse(data);
-        await definition.handler(parsed, {
+        await definition.handler(parsed.data, {
           log: log.child({ job: definition.name, jobId }),
           attempt,
           jobId,

@@ -31,7 +31,7 @@ export async function bootstrapAdmin(
   const password = admin.password ?? generated!;
   checkPasswordPolicy(password, email);
   const hashed = await passwords.hash(password);
-  const created = await database.db.transaction().execute(async (trx) => {
+  const bootstrap = database.db.transaction().execute(async (trx) => {
     // Another process may have bootstrapped meanwhile; the unique e-mail index settles it.
     if ((await countUsers(trx)) > 0) return false;
     const user = await insertUser(trx, {
@@ -49,6 +49,11 @@ export async function bootstrapAdmin(
       details: { email, generated_password: Boolean(generated) },
     });
     return true;
+  });
+  const created = await bootstrap.catch((err: unknown) => {
+    // Lost the race: the other process's admin is the first admin.
+    if ((err as { code?: string }).code === '23505') return false;
+    throw err;
   });
   if (!created) return { created: false };
   return { created: true, email, ...(generated ? { generatedPassword: generated } : {}) };

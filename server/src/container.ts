@@ -118,7 +118,12 @@ export async function createContainer(
     ? createBullmqQueue({ redisUrl: config.redis.url, prefix: config.redis.key_prefix, log })
     : createInProcessQueue(log);
   queue.define(
-    purgeAuthJob({ database, clock, retentionSeconds: config.jobs.session_retention_s }),
+    purgeAuthJob({
+      database,
+      clock,
+      retentionSeconds: config.jobs.session_retention_s,
+      lockoutWindowSeconds: config.auth.lockout.window_s,
+    }),
   );
 
   const rateLimiter = createRateLimiter(config.rate_limit, redis, config.redis.key_prefix);

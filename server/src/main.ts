@@ -110,6 +110,11 @@ async function main(): Promise<void> {
       process.exit(1);
     }, config.server.shutdown_timeout_ms);
     force.unref();
+    // SIGTERM (a supervisor or load balancer stopping us): keep serving for a moment with
+    // /health at 503, so the balancer stops sending new work before the listener closes.
+    if (signal === 'SIGTERM' && app && config.server.drain_delay_ms > 0) {
+      await new Promise((resolve) => setTimeout(resolve, config.server.drain_delay_ms));
+    }
     try {
       await app?.close();
       await container.close();

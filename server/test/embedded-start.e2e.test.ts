@@ -15,7 +15,12 @@ describe('embedded start', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'mz-e2e-'));
     const logDir = join(dataDir, 'logs');
     const port = await freePort();
-    const first = startServer({ DATA_DIR: dataDir, PORT: String(port), HOST: '127.0.0.1', LOG_DIR: logDir });
+    const first = startServer({
+      DATA_DIR: dataDir,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      LOG_DIR: logDir,
+    });
     started.push(first);
     await waitFor(() => first.stdout().includes('listening on'), 45_000, 'first server to listen');
     expect(first.stdout()).toContain(`http://127.0.0.1:${port}`);
@@ -36,23 +41,37 @@ describe('embedded start', () => {
     expect(existsSync(join(dataDir, 'jwt-secret'))).toBe(true);
 
     // A second process on the same DATA_DIR refuses to start, with a clear message.
-    const second = startServer({ DATA_DIR: dataDir, PORT: String(await freePort()), HOST: '127.0.0.1' });
+    const second = startServer({
+      DATA_DIR: dataDir,
+      PORT: String(await freePort()),
+      HOST: '127.0.0.1',
+    });
     started.push(second);
     expect(await second.exited).toBe(1);
     expect(second.stderr()).toMatch(/DATA_DIR .* is in use by another server process \(pid \d+\)/);
 
-    // SIGTERM: drains and exits cleanly, releasing the lock.
+    // SIGTERM: /health turns 503 while draining, then the process exits cleanly, releasing the lock.
     first.child.kill('SIGTERM');
+    await waitFor(
+      async () => (await fetch(`${base}/health`).catch(() => undefined))?.status === 503,
+      900,
+      '/health to answer 503 while draining',
+    );
     expect(await first.exited).toBe(0);
     expect(existsSync(join(dataDir, 'server.lock'))).toBe(false);
 
     // The generated password reached the terminal only, never a log file.
-    for (const file of readdirSync(logDir)) expect(readFileSync(join(logDir, file), 'utf8')).not.toContain(password!);
+    for (const file of readdirSync(logDir))
+      expect(readFileSync(join(logDir, file), 'utf8')).not.toContain(password!);
 
     // Restart on the same data: no second admin, the password still works.
     const again = startServer({ DATA_DIR: dataDir, PORT: String(port), HOST: '127.0.0.1' });
     started.push(again);
-    await waitFor(() => again.stdout().includes('listening on'), 45_000, 'restarted server to listen');
+    await waitFor(
+      () => again.stdout().includes('listening on'),
+      45_000,
+      'restarted server to listen',
+    );
     expect(again.stdout()).not.toContain('First admin created');
     const relogin = await fetch(`${base}/auth/login`, {
       method: 'POST',

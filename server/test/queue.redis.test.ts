@@ -102,6 +102,8 @@ async function seed() {
     .values([
       { key: 'account:stale@mezzofy.test', failures: 3, window_started_at: at(-8 * DAY) },
       { key: 'account:fresh@mezzofy.test', failures: 2, window_started_at: at(-60_000) },
+      // Its 15-minute window has passed and it locks nothing: no longer needed.
+      { key: 'account:past-window@mezzofy.test', failures: 4, window_started_at: at(-20 * 60_000) },
       {
         key: 'account:locked@mezzofy.test',
         failures: 0,
@@ -119,7 +121,7 @@ async function seed() {
     gone: {
       sessions: [endedLongAgo, revokedLongAgo],
       tokens: [expiredToken],
-      failures: ['account:stale@mezzofy.test'],
+      failures: ['account:stale@mezzofy.test', 'account:past-window@mezzofy.test'],
     },
   };
 }
@@ -139,6 +141,7 @@ function purgeJob(results: unknown[], calls: { n: number }) {
     database: testDb.database,
     clock: () => new Date(),
     retentionSeconds: RETENTION_S,
+    lockoutWindowSeconds: 900,
   });
   return {
     ...job,
@@ -185,7 +188,7 @@ describe.each([
 
     const id = await queue.enqueue(PURGE_AUTH_JOB, {});
     await waitUntil(() => results.length === 1, { timeoutMs: 10_000, what: 'purge result' });
-    expect(results[0]).toEqual({ refreshTokens: 1, sessions: 2, loginFailures: 1 });
+    expect(results[0]).toEqual({ refreshTokens: 1, sessions: 2, loginFailures: 2 });
     if (engine.startsWith('BullMQ')) {
       const job = await finished(id);
       expect(await job.getState()).toBe('completed');
@@ -251,6 +254,7 @@ describe('BullMQ queue', () => {
         database: testDb.database,
         clock: () => new Date(),
         retentionSeconds: RETENTION_S,
+        lockoutWindowSeconds: 900,
       }),
     );
     await queue.startWorker();

@@ -146,8 +146,16 @@ export async function activeSessionIds(db: Executor, userId: string, now: Date):
   return rows.map((r) => r.id);
 }
 
-/** Deletes expired refresh tokens, and sessions ended longer ago than the retention. */
-export async function purgeExpired(db: Executor, now: Date, retentionSeconds: number) {
+/**
+ * Deletes expired refresh tokens, sessions ended longer ago than the retention, and lockout
+ * counters whose window has passed and that lock nothing.
+ */
+export async function purgeExpired(
+  db: Executor,
+  now: Date,
+  retentionSeconds: number,
+  lockoutWindowSeconds: number,
+) {
   const tokens = await db
     .deleteFrom('refresh_tokens')
     .where('expires_at', '<', now)
@@ -157,9 +165,11 @@ export async function purgeExpired(db: Executor, now: Date, retentionSeconds: nu
     .deleteFrom('auth_sessions')
     .where((eb) => eb.or([eb('expires_at', '<', cutoff), eb('revoked_at', '<', cutoff)]))
     .executeTakeFirst();
+  const windowStart = new Date(now.getTime() - lockoutWindowSeconds * 1000);
   const failures = await db
     .deleteFrom('login_failures')
-    .where('window_started_at', '<', cutoff)
+    .where('window_started_at', '<', windowStart)
+    .where((eb) => eb.or([eb('locked_until', 'is', null), eb('locked_until', '<', now)]))
     .executeTakeFirst();
   return {
     refreshTokens: Number(tokens.numDeletedRows),

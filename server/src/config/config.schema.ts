@@ -59,6 +59,8 @@ export const ConfigSchema = z.strictObject({
        */
       trust_proxy: TrustProxy.default(false),
       shutdown_timeout_ms: z.coerce.number().int().positive().default(10_000),
+      /** On SIGTERM, /health answers 503 this long before the listener closes. */
+      drain_delay_ms: z.coerce.number().int().min(0).default(1_000),
       request_timeout_ms: z.coerce.number().int().positive().default(120_000),
       public_url: z.url().optional(),
     })

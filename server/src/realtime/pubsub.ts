@@ -38,6 +38,8 @@ export function createInProcessPubSub(): PubSub {
   };
 }
 
+const MAX_UNSENT = 10_000;
+
 /** `publisher` is a shared connection; `subscriber` is dedicated (subscribe mode). */
 export function createRedisPubSub(publisher: Redis, subscriber: Redis, prefix: string): PubSub {
   const handlers = new Map<string, Set<Handler>>();
@@ -48,10 +50,21 @@ export function createRedisPubSub(publisher: Redis, subscriber: Redis, prefix: s
     if (set) for (const h of set) h(message);
   });
   subscriber.on('ready', () => {
-    const wasDown = !ready;
-    ready = true;
-    // ioredis re-subscribes on reconnect; anything published meanwhile is lost.
-    if (wasDown) for (const l of resyncListeners) l();
+    if (ready) return;
+    // ioredis re-subscribes on reconnect, but 'ready' fires before Redis confirms it. Our own
+    // SUBSCRIBE is answered after ioredis's, so once it returns no message can be missed;
+    // only then is the channel trusted again. Anything published during the gap is lost,
+    // so listeners resynchronise.
+    const channels = [...handlers.keys()].map((c) => prefix + c);
+    const confirmed = channels.length ? subscriber.subscribe(...channels) : Promise.resolve();
+    confirmed.then(
+      () => {
+        if (subscriber.status !== 'ready' || ready) return;
+        ready = true;
+        for (const l of resyncListeners) l();
+      },
+      () => {}, // the connection dropped again; the next 'ready' retries
+    );
   });
   const down = () => {
     ready = false;
@@ -59,10 +72,21 @@ export function createRedisPubSub(publisher: Redis, subscriber: Redis, prefix: s
   subscriber.on('close', down);
   subscriber.on('end', down);
   subscriber.on('reconnecting', down);
+  // Messages that could not be published wait (bounded) for the publisher to reconnect.
+  const unsent: Array<[string, string]> = [];
+  publisher.on('ready', () => {
+    for (const [channel, message] of unsent.splice(0))
+      publisher.publish(channel, message).catch(() => {});
+  });
   return {
     kind: 'redis',
     async publish(channel, message) {
-      await publisher.publish(prefix + channel, message);
+      try {
+        await publisher.publish(prefix + channel, message);
+      } catch (err) {
+        if (unsent.length < MAX_UNSENT) unsent.push([prefix + channel, message]);
+        throw err;
+      }
     },
     async subscribe(channel, handler) {
       let set = handlers.get(channel);

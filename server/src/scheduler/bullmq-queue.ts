@@ -80,7 +80,9 @@ export function createBullmqQueue(options: {
         QUEUE_NAME,
         async (job) => {
           const definition = definitions.get(job.name);
-          if (!definition) throw new UnrecoverableError(`no job named ${job.name}`);
+          // During a rolling deploy an older worker may meet a newer job: retry (with backoff) so
+          // that a worker which knows it picks it up, instead of failing it for good.
+          if (!definition) throw new Error(`this worker has no job named ${job.name}`);
           const parsed = definition.schema.safeParse(job.data);
           if (!parsed.success)
             throw new UnrecoverableError(`invalid data for ${job.name}: ${parsed.error.message}`);

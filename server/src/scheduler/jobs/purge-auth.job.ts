@@ -11,13 +11,19 @@ export function purgeAuthJob(deps: {
   database: Database;
   clock: Clock;
   retentionSeconds: number;
+  lockoutWindowSeconds: number;
 }): JobDefinition<Record<string, never>> {
   return {
     name: PURGE_AUTH_JOB,
     schema: z.object({}).strict() as z.ZodType<Record<string, never>>,
     attempts: 3,
     async handler(_data, ctx) {
-      const result = await purgeExpired(deps.database.db, deps.clock(), deps.retentionSeconds);
+      const result = await purgeExpired(
+        deps.database.db,
+        deps.clock(),
+        deps.retentionSeconds,
+        deps.lockoutWindowSeconds,
+      );
       ctx.log.info(result, 'purged expired auth records');
       return result;
     },

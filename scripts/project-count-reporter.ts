@@ -20,7 +20,8 @@ export default class ProjectCountReporter implements Reporter {
         else if (state === 'failed') counts[name].failed++;
         else counts[name].skipped++;
       }
-      if (module.state() === 'failed' && ![...module.children.allTests()].length) counts[name].failed++;
+      if (module.state() === 'failed' && ![...module.children.allTests()].length)
+        counts[name].failed++;
     }
     mkdirSync('.tmp', { recursive: true });
     writeFileSync('.tmp/test-counts.json', `${JSON.stringify(counts, null, 2)}\n`);
@@ -29,11 +30,15 @@ export default class ProjectCountReporter implements Reporter {
     let skipped = 0;
     process.stdout.write('\nTests per project:\n');
     for (const [name, c] of Object.entries(counts)) {
-      process.stdout.write(`  ${name.padEnd(9)} ${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped\n`);
+      process.stdout.write(
+        `  ${name.padEnd(9)} ${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped\n`,
+      );
       passed += c.passed;
       failed += c.failed;
       skipped += c.skipped;
     }
-    process.stdout.write(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
+    process.stdout.write(
+      `${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`,
+    );
   }
 }

@@ -24,6 +24,9 @@ export const ERROR_CODES = [
   'rate_limited',
   'internal_error',
   'service_unavailable',
+  'llm_not_configured',
+  'llm_unavailable',
+  'budget_exceeded',
 ] as const;
 
 export const ErrorCode = z.enum(ERROR_CODES);
@@ -62,4 +65,13 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   rate_limited: 429,
   internal_error: 500,
   service_unavailable: 503,
+  /** No model is configured for the purpose; the message names the env var to set. */
+  llm_not_configured: 503,
+  /** Every configured model failed, refused our request, or broke off mid-answer. */
+  llm_unavailable: 503,
+  /**
+   * The department's monthly AI budget is spent and its policy is to refuse. 402, not 429:
+   * waiting a few seconds does not help, and clients must not auto-retry it.
+   */
+  budget_exceeded: 402,
 };

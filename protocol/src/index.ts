@@ -4,3 +4,4 @@ export * from './auth.ts';
 export * from './common.ts';
 export * from './errors.ts';
 export * from './health.ts';
+export * from './usage.ts';

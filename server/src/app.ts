@@ -3,20 +3,19 @@
  */
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
-import {
-  serializerCompiler,
-  validatorCompiler,
-  type ZodTypeProvider,
-} from 'fastify-type-provider-zod';
+import { validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import './api/fastify-types.ts';
 import { adminRoutes } from './api/admin.routes.ts';
 import { authRoutes } from './api/auth.routes.ts';
 import { healthRoutes } from './api/health.routes.ts';
 import { registerAccessLog } from './api/plugins/access-log.ts';
-import { registerErrorHandler } from './api/plugins/error-handler.ts';
+import { registerErrorHandler, sendError } from './api/plugins/error-handler.ts';
 import { registerOpenApi } from './api/plugins/openapi.ts';
 import { registerRequestGuard } from './api/plugins/request-guard.ts';
+import { serializerCompiler } from './api/serializer.ts';
+import { usageRoutes } from './api/usage.routes.ts';
 import type { Container } from './container.ts';
+import { lazyChildLogger } from './logging/logger.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9\-_.:]{8,128}$/;
 
@@ -34,6 +33,7 @@ export async function buildApp(
     loggerInstance: c.loggers.app as FastifyBaseLogger,
     // Requests are logged once, by the access log, not by Fastify's per-request lines.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
+    childLoggerFactory: lazyChildLogger,
     bodyLimit: config.server.body_limit_bytes,
     trustProxy: config.server.trust_proxy as boolean,
     requestTimeout: config.server.request_timeout_ms,
@@ -44,12 +44,23 @@ export async function buildApp(
         ? incoming
         : randomUUID();
     },
+    // Refusals made by the router itself (a malformed URL, an over-long path parameter) run
+    // no hooks or error handler: answer them with the same envelope and request id.
+    frameworkErrors: (err, request, reply) => {
+      reply.header('x-request-id', request.id);
+      if (err.code === 'FST_ERR_BAD_URL' || err.code === 'FST_ERR_MAX_PARAM_LENGTH')
+        return sendError(reply, request, 400, 'bad_request', 'the URL is malformed or too long');
+      request.log.error({ err }, 'unhandled error');
+      return sendError(reply, request, 500, 'internal_error', 'internal server error');
+    },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     routerOptions: { ignoreTrailingSlash: true },
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
+  // JSON only: without this, text/plain bodies reach validation as strings instead of a 415.
+  app.removeContentTypeParser('text/plain');
 
   const routeTable: RouteEntry[] = [];
   app.addHook('onRoute', (route) => {
@@ -62,8 +73,10 @@ export async function buildApp(
       });
     }
   });
-  app.addHook('onRequest', async (request, reply) => {
+  // Callback style, not async: no promise per request for a one-line hook.
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
+    done();
   });
 
   registerErrorHandler(app);
@@ -78,6 +91,7 @@ export async function buildApp(
   await app.register(healthRoutes(c));
   await app.register(authRoutes(c));
   await app.register(adminRoutes(c));
+  await app.register(usageRoutes(c));
 
   return Object.assign(app, { routeTable });
 }

@@ -17,6 +17,10 @@ import { type Clock, systemClock } from './infra/clock.ts';
 import { createRateLimiter, type RateLimiter } from './infra/rate-limiter.ts';
 import { createRedis, type Redis, waitReady } from './infra/redis.ts';
 import { detectSystemTools } from './infra/system-tools.ts';
+import { createLlmManager, type LlmManager } from './llm/llm-manager.ts';
+import { createProviders } from './llm/provider-registry.ts';
+import type { ChatModelProvider } from './llm/types.ts';
+import { createUsageService, type UsageService } from './llm/usage.service.ts';
 import { createLoggers, type Loggers } from './logging/logger.ts';
 import { createInProcessPubSub, createRedisPubSub, type PubSub } from './realtime/pubsub.ts';
 import { createBullmqQueue } from './scheduler/bullmq-queue.ts';
@@ -31,6 +35,8 @@ export interface ContainerOptions {
   loggers?: Loggers;
   clock?: Clock;
   tools?: Record<string, boolean>;
+  /** Use these model adapters instead of building them from config (tests). */
+  llmProviders?: Map<string, ChatModelProvider>;
 }
 
 export interface Container {
@@ -47,6 +53,9 @@ export interface Container {
   users: ReturnType<typeof createUsersService>;
   audit: ReturnType<typeof createAuditService>;
   health: ReturnType<typeof createHealthService>;
+  /** Every model call goes through here: failover, usage, budgets. */
+  llm: LlmManager;
+  usage: UsageService;
   passwords: Awaited<ReturnType<typeof createPasswordHasher>>;
   draining: { value: boolean };
   close(): Promise<void>;
@@ -140,6 +149,19 @@ export async function createContainer(
     isDraining: () => draining.value,
   });
 
+  const llm = createLlmManager({
+    config: config.llm,
+    providers: options.llmProviders ?? createProviders(config.llm),
+    database,
+    clock,
+    log,
+  });
+  if (!llm.configured('chat')) {
+    log.warn(
+      'no language model configured: chat answers llm_not_configured until ANTHROPIC_API_KEY, MOONSHOT_API_KEY or OPENAI_API_KEY is set',
+    );
+  }
+
   let closed = false;
   return {
     config,
@@ -155,6 +177,8 @@ export async function createContainer(
     users,
     audit: createAuditService({ database }),
     health,
+    llm,
+    usage: createUsageService({ database, config: config.llm, clock }),
     passwords,
     draining,
     async close() {

@@ -2,7 +2,7 @@
 import type { AuditQuery } from '@mezzofy/protocol';
 import { sql } from 'kysely';
 import type { Executor } from '../db/executor.ts';
-import { decodeCursor } from '../db/pagination.ts';
+import { cursorShapes, decodeCursor, timeKey } from '../db/pagination.ts';
 import type { AuditRow } from '../db/schema.ts';
 
 export type AuditSource = 'mobile' | 'web' | 'api' | 'webhook' | 'scheduler' | 'teams' | 'system';
@@ -30,16 +30,20 @@ export async function writeAudit(db: Executor, entry: AuditEntry): Promise<void>
     .execute();
 }
 
-export async function listAudit(db: Executor, query: AuditQuery): Promise<AuditRow[]> {
-  const cursor = decodeCursor(query.cursor);
-  let q = db.selectFrom('audit_log').selectAll();
+/** Each row carries `cursor_key`, its created_at to the microsecond, for the next cursor. */
+export async function listAudit(
+  db: Executor,
+  query: AuditQuery,
+): Promise<(AuditRow & { cursor_key: string })[]> {
+  const cursor = decodeCursor(query.cursor, { k: cursorShapes.timeKey, id: cursorShapes.integer });
+  let q = db.selectFrom('audit_log').selectAll().select(timeKey('created_at').as('cursor_key'));
   if (query.user_id) q = q.where('user_id', '=', query.user_id);
   if (query.action) q = q.where('action', '=', query.action);
   if (query.from) q = q.where('created_at', '>=', new Date(query.from));
   if (query.to) q = q.where('created_at', '<', new Date(query.to));
   if (cursor) {
     q = q.where(
-      sql<boolean>`(created_at, id) < (${new Date(String(cursor.k))}, ${Number(cursor.id)})`,
+      sql<boolean>`(created_at, id) < (${String(cursor.k)}::timestamptz, ${Number(cursor.id)})`,
     );
   }
   return q

@@ -12,15 +12,16 @@ export function createAuditService(deps: { database: Database }) {
   return {
     async list(actor: Principal, query: AuditQuery) {
       void actor;
-      if (query.from && query.to && query.from > query.to) {
+      // As instants: '…00.5Z' is after '…00Z' though it sorts before it as text.
+      if (query.from && query.to && Date.parse(query.from) > Date.parse(query.to)) {
         throw new AppError('validation_failed', "'from' must not be after 'to'");
       }
       const rows = await listAudit(deps.database.db, query);
       return toPage(
         rows,
         query.limit,
-        (r) => ({ k: r.created_at.toISOString(), id: r.id }),
-        (r) => ({ ...r, created_at: r.created_at.toISOString() }),
+        (r) => ({ k: r.cursor_key, id: r.id }),
+        ({ cursor_key: _key, ...r }) => ({ ...r, created_at: r.created_at.toISOString() }),
       );
     },
   };

@@ -3,7 +3,7 @@
  * per-request authentication of access tokens.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { LoginResponse, TokenPair } from '@mezzofy/protocol';
+import type { LoginResponse, TokenPair, UserView } from '@mezzofy/protocol';
 import { type AuditSource, writeAudit } from '../audit/audit.repository.ts';
 import type { Config } from '../config/config.schema.ts';
 import type { RoleTable } from '../config/roles.ts';
@@ -11,6 +11,7 @@ import type { Database } from '../db/database.ts';
 import type { Executor } from '../db/executor.ts';
 import type { UserRow } from '../db/schema.ts';
 import { AppError } from '../errors.ts';
+import { immutable } from '../immutable.ts';
 import type { Clock } from '../infra/clock.ts';
 import type { Logger } from '../logging/logger.ts';
 import { findUserByEmail, findUserById, updateUser } from '../users/users.repository.ts';
@@ -70,6 +71,9 @@ export function createAuthService(deps: AuthServiceDeps) {
   const { db } = database;
   const auth = deps.config.auth;
 
+  /** Profiles by cached user row (the GET /auth/me hot path). */
+  const views = new WeakMap<UserRow, UserView>();
+
   const refreshUnauthorized = () =>
     new AppError('unauthorized', 'refresh token is invalid or expired; log in again');
 
@@ -115,21 +119,20 @@ export function createAuthService(deps: AuthServiceDeps) {
     async login(emailInput: string, password: string, meta: RequestMeta): Promise<LoginResponse> {
       const email = emailInput.trim().toLowerCase();
       await lockout.assertNotLocked(db, email, meta.ip);
+      // Counted before the password check, so parallel guesses cannot outrun the lockout.
+      await lockout.recordAttempt(db, email, meta.ip);
       const user = await findUserByEmail(db, email);
       const ok = user
         ? await passwords.verify(user.password_hash, password)
         : (await passwords.verifyDummy(password), false);
       if (!user || !ok) {
-        await db.transaction().execute(async (trx) => {
-          await lockout.recordFailure(trx, email, meta.ip);
-          await writeAudit(trx, {
-            userId: user?.id ?? null,
-            department: user?.department ?? null,
-            action: 'auth.login_failed',
-            source: meta.source,
-            details: { email, reason: user ? 'wrong_password' : 'unknown_user' },
-            ip: meta.ip,
-          });
+        await writeAudit(db, {
+          userId: user?.id ?? null,
+          department: user?.department ?? null,
+          action: 'auth.login_failed',
+          source: meta.source,
+          details: { email, reason: user ? 'wrong_password' : 'unknown_user' },
+          ip: meta.ip,
         });
         throw new AppError('invalid_credentials', 'e-mail or password is wrong');
       }
@@ -276,7 +279,14 @@ export function createAuthService(deps: AuthServiceDeps) {
     async me(principal: Principal) {
       const state = await cache.get(principal.id);
       if (!state) throw new AppError('unauthorized', 'user no longer exists');
-      return toUserView(state.user, roles);
+      // Cached rows are never modified: a change replaces the row, and with it this view.
+      // Immutable, so its validated JSON is reused too (api/serializer.ts).
+      let view = views.get(state.user);
+      if (!view) {
+        view = immutable(toUserView(state.user, roles));
+        views.set(state.user, view);
+      }
+      return view;
     },
 
     /** The hot path: verify the JWT, then check user and session state from the cache. */

@@ -1,7 +1,9 @@
 /**
  * Failed-login lockout, kept in the database so every process sees the same counters.
- * Failures are counted per account and per (account, IP) in a fixed window; reaching the
- * limit locks that key for lock_s, during which even the right password gets 429.
+ * Attempts are counted per account and per (account, IP) in a fixed window, before the
+ * password is checked, so a burst of parallel guesses cannot outrun the count; a successful
+ * login clears them. Reaching the limit locks that key for lock_s, during which even the
+ * right password gets 429.
  */
 import { sql } from 'kysely';
 import type { Executor } from '../db/executor.ts';
@@ -21,8 +23,17 @@ const accountIpKey = (email: string, ip: string) => `account_ip:${email}|${ip}`;
 export interface Lockout {
   /** Throws account_locked (429 + Retry-After) while either key is locked. */
   assertNotLocked(db: Executor, email: string, ip: string): Promise<void>;
-  recordFailure(db: Executor, email: string, ip: string): Promise<void>;
+  /** Counts an attempt before its password is checked; throws account_locked past the limit. */
+  recordAttempt(db: Executor, email: string, ip: string): Promise<void>;
   reset(db: Executor, email: string, ip: string): Promise<void>;
+}
+
+function locked(until: Date, now: Date): AppError {
+  const retryAfter = Math.max(1, Math.ceil((until.getTime() - now.getTime()) / 1000));
+  return new AppError('account_locked', 'too many failed logins; try again later', {
+    headers: { 'retry-after': String(retryAfter) },
+    details: { retry_after_s: retryAfter },
+  });
 }
 
 export function createLockout(policy: LockoutPolicy, clock: Clock): Lockout {
@@ -34,13 +45,18 @@ export function createLockout(policy: LockoutPolicy, clock: Clock): Lockout {
       .values({ key, failures: 1, window_started_at: now, locked_until: null })
       .onConflict((oc) =>
         oc.column('key').doUpdateSet({
-          failures: sql`CASE WHEN login_failures.window_started_at < ${windowStart} THEN 1 ELSE login_failures.failures + 1 END`,
+          // Attempts refused while locked are not counted toward the next window.
+          failures: sql`CASE WHEN login_failures.window_started_at < ${windowStart} THEN 1 WHEN login_failures.locked_until > ${now} THEN login_failures.failures ELSE login_failures.failures + 1 END`,
           window_started_at: sql`CASE WHEN login_failures.window_started_at < ${windowStart} THEN ${now}::timestamptz ELSE login_failures.window_started_at END`,
         }),
       )
-      .returning(['failures'])
+      .returning(['failures', 'locked_until'])
       .executeTakeFirstOrThrow();
-    if (row.failures >= max) {
+    // Locked, or past the limit while the attempt that reached it is locking: not tried.
+    if (row.locked_until && row.locked_until > now) throw locked(row.locked_until, now);
+    if (row.failures > max) throw locked(new Date(now.getTime() + policy.lock_s * 1000), now);
+    // The attempt that reaches the limit is still tried; the next ones are not.
+    if (row.failures === max) {
       await db
         .updateTable('login_failures')
         .set({
@@ -63,14 +79,9 @@ export function createLockout(policy: LockoutPolicy, clock: Clock): Lockout {
         .where('locked_until', '>', now)
         .execute();
       if (!rows.length) return;
-      const until = Math.max(...rows.map((r) => r.locked_until!.getTime()));
-      const retryAfter = Math.max(1, Math.ceil((until - now.getTime()) / 1000));
-      throw new AppError('account_locked', 'too many failed logins; try again later', {
-        headers: { 'retry-after': String(retryAfter) },
-        details: { retry_after_s: retryAfter },
-      });
+      throw locked(new Date(Math.max(...rows.map((r) => r.locked_until!.getTime()))), now);
     },
-    async recordFailure(db, email, ip) {
+    async recordAttempt(db, email, ip) {
       await bump(db, accountKey(email), policy.account_max_failures);
       await bump(db, accountIpKey(email, ip), policy.account_ip_max_failures);
     },

@@ -3,6 +3,7 @@
  * into this shape and checked with zod at boot; every limit, timeout and toggle lives here.
  */
 import { z } from 'zod';
+import { LlmConfigSchema } from '../llm/llm-config.ts';
 
 const Seconds = z.coerce.number().int().positive();
 const Bool = z.preprocess(
@@ -153,6 +154,8 @@ export const ConfigSchema = z.strictObject({
       session_retention_s: Seconds.default(30 * 24 * 3600),
     })
     .prefault({}),
+  /** Model providers, models per purpose, prices, failover and budgets (llm/llm-config.ts). */
+  llm: LlmConfigSchema.prefault({}),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;

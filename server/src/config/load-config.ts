@@ -35,6 +35,14 @@ export const ENV_KEYS: Record<string, string> = {
   ADMIN_NAME: 'admin.name',
   LOG_LEVEL: 'logging.level',
   LOG_DIR: 'logging.dir',
+  ANTHROPIC_API_KEY: 'llm.providers.anthropic.api_key',
+  /** Without /v1, as the Anthropic SDK expects. */
+  ANTHROPIC_BASE_URL: 'llm.providers.anthropic.base_url',
+  MOONSHOT_API_KEY: 'llm.providers.moonshot.api_key',
+  MOONSHOT_BASE_URL: 'llm.providers.moonshot.base_url',
+  OPENAI_API_KEY: 'llm.providers.openai.api_key',
+  /** With /v1. Also any OpenAI-compatible server (e.g. Ollama's http://127.0.0.1:11434/v1). */
+  OPENAI_BASE_URL: 'llm.providers.openai.base_url',
 };
 /** Any key can also be set as MEZZOFY__section__key (e.g. MEZZOFY__auth__access_ttl_s=600). */
 const ENV_PREFIX = 'MEZZOFY__';

@@ -1,4 +1,5 @@
 /** Opaque keyset cursors: base64url JSON of the last row's sort key. */
+import { type RawBuilder, sql } from 'kysely';
 import { AppError } from '../errors.ts';
 
 export interface KeysetCursor {
@@ -12,13 +13,36 @@ export function encodeCursor(cursor: KeysetCursor): string {
   return Buffer.from(JSON.stringify(cursor)).toString('base64url');
 }
 
-export function decodeCursor(raw: string | undefined): KeysetCursor | undefined {
+/**
+ * A timestamptz column as UTC ISO-8601 text to the microsecond, for cursor keys: a JS Date
+ * keeps only milliseconds, and a truncated key would skip rows of the same millisecond.
+ */
+export function timeKey(column: string): RawBuilder<string> {
+  return sql<string>`to_char(${sql.ref(column)} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+}
+
+const TIME_KEY = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** What a cursor's key and id must look like, so a forged one is a 400, not a SQL error. */
+export const cursorShapes = {
+  timeKey: (k: unknown) =>
+    typeof k === 'string' && TIME_KEY.test(k) && !Number.isNaN(Date.parse(k)),
+  uuid: (id: unknown) => typeof id === 'string' && UUID.test(id),
+  integer: (id: unknown) => Number.isSafeInteger(id),
+};
+
+export function decodeCursor(
+  raw: string | undefined,
+  shape?: { k: (k: unknown) => boolean; id: (id: unknown) => boolean },
+): KeysetCursor | undefined {
   if (raw === undefined) return undefined;
   try {
     const value = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as KeysetCursor;
     const okKey = typeof value.k === 'string' || typeof value.k === 'number';
     const okId = typeof value.id === 'string' || typeof value.id === 'number';
     if (!okKey || !okId) throw new Error('shape');
+    if (shape && !(shape.k(value.k) && shape.id(value.id))) throw new Error('shape');
     return value;
   } catch {
     throw new AppError(

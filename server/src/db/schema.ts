@@ -95,6 +95,36 @@ export interface LlmUsageTable {
   cost_usd: ColumnType<string, string | number | undefined, string | number>;
   status: Generated<string>;
   created_at: Generated<Date>;
+  purpose: string | null;
+  source: string | null;
+  session_id: string | null;
+  call_id: string | null;
+  attempt: number | null;
+  error_kind: string | null;
+  error_message: string | null;
+  fallback_reason: string | null;
+  latency_ms: number | null;
+  ttfb_ms: number | null;
+}
+
+export interface BudgetAlertsTable {
+  department: string;
+  month: string;
+  level: string;
+  spent_usd: ColumnType<string, string | number, string | number>;
+  budget_usd: ColumnType<string, string | number, string | number>;
+  created_at: Generated<Date>;
+}
+
+export interface NotificationsTable {
+  id: Generated<string>;
+  user_id: string;
+  kind: string;
+  title: string;
+  body: string;
+  data: Json;
+  created_at: Generated<Date>;
+  read_at: NullableTimestamp;
 }
 
 export interface EmailLogTable {
@@ -187,6 +217,8 @@ export interface DB {
   artifacts: ArtifactsTable;
   audit_log: AuditLogTable;
   llm_usage: LlmUsageTable;
+  budget_alerts: BudgetAlertsTable;
+  notifications: NotificationsTable;
   email_log: EmailLogTable;
   scheduled_jobs: ScheduledJobsTable;
   webhook_events: WebhookEventsTable;

@@ -10,7 +10,11 @@ export type ModelPurpose = 'chat' | 'vision' | 'routing' | 'long_document';
 export type ContentPart =
   | { type: 'text'; text: string }
   /** An image sent to a vision-capable model. `data` is base64, without a data: prefix. */
-  | { type: 'image'; mediaType: 'image/jpeg' | 'image/png' | 'image/gif' | 'image/webp'; data: string }
+  | {
+      type: 'image';
+      mediaType: 'image/jpeg' | 'image/png' | 'image/gif' | 'image/webp';
+      data: string;
+    }
   /** A tool call the model made (assistant messages). `input` is the parsed JSON object. */
   | { type: 'tool-call'; id: string; name: string; input: Record<string, unknown> }
   /** The result of a tool call (tool messages). `output` is text the model reads. */

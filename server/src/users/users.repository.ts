@@ -1,7 +1,7 @@
 /** users: lookups, writes and the admin list. E-mail is matched case-insensitively. */
 import { sql } from 'kysely';
 import type { Executor } from '../db/executor.ts';
-import { decodeCursor } from '../db/pagination.ts';
+import { cursorShapes, decodeCursor, timeKey } from '../db/pagination.ts';
 import type { NewUser, UserRow, UserUpdate } from '../db/schema.ts';
 
 export function findUserByEmail(db: Executor, email: string): Promise<UserRow | undefined> {
@@ -62,9 +62,13 @@ export interface UserListFilter {
   is_active?: boolean | undefined;
 }
 
-export function listUsers(db: Executor, filter: UserListFilter): Promise<UserRow[]> {
-  const cursor = decodeCursor(filter.cursor);
-  let q = db.selectFrom('users').selectAll();
+/** Each row carries `cursor_key`, its created_at to the microsecond, for the next cursor. */
+export function listUsers(
+  db: Executor,
+  filter: UserListFilter,
+): Promise<(UserRow & { cursor_key: string })[]> {
+  const cursor = decodeCursor(filter.cursor, { k: cursorShapes.timeKey, id: cursorShapes.uuid });
+  let q = db.selectFrom('users').selectAll().select(timeKey('created_at').as('cursor_key'));
   if (filter.q) {
     const like = `%${filter.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
     q = q.where((eb) => eb.or([eb('email', 'ilike', like), eb('name', 'ilike', like)]));
@@ -74,7 +78,7 @@ export function listUsers(db: Executor, filter: UserListFilter): Promise<UserRow
   if (filter.is_active !== undefined) q = q.where('is_active', '=', filter.is_active);
   if (cursor)
     q = q.where(
-      sql<boolean>`(created_at, id) < (${new Date(String(cursor.k))}, ${String(cursor.id)})`,
+      sql<boolean>`(created_at, id) < (${String(cursor.k)}::timestamptz, ${String(cursor.id)}::uuid)`,
     );
   return q
     .orderBy('created_at', 'desc')

@@ -60,7 +60,7 @@ export function createUsersService(deps: UsersServiceDeps) {
       return toPage(
         rows,
         filter.limit,
-        (r) => ({ k: r.created_at.toISOString(), id: r.id }),
+        (r) => ({ k: r.cursor_key, id: r.id }),
         (r) => toUserView(r, roles),
       );
     },

@@ -94,6 +94,10 @@ export function registerErrorHandler(app: FastifyInstance): void {
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
       return sendError(reply, request, err.statusCode, 'bad_request', 'request was rejected');
     }
+    // PostgreSQL refuses text it cannot store (a NUL byte, U+0000): the input is at fault.
+    if (err.code === '22021' || err.code === '22P05') {
+      return sendError(reply, request, 400, 'bad_request', 'request text contains a NUL character');
+    }
     request.log.error({ err }, 'unhandled error');
     return sendError(reply, request, 500, 'internal_error', 'internal server error');
   });

@@ -27,6 +27,11 @@ export const ERROR_CODES = [
   'llm_not_configured',
   'llm_unavailable',
   'budget_exceeded',
+  'agent_forbidden',
+  'unknown_agent',
+  'unknown_skill',
+  'capability_unavailable',
+  'approval_expired',
 ] as const;
 
 export const ErrorCode = z.enum(ERROR_CODES);
@@ -74,4 +79,17 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
    * waiting a few seconds does not help, and clients must not auto-retry it.
    */
   budget_exceeded: 402,
+  /** The routed or named agent is one the caller's role may not reach (agent:<name>). */
+  agent_forbidden: 403,
+  /** No agent of that name exists. */
+  unknown_agent: 400,
+  /** No skill of that name exists. */
+  unknown_skill: 400,
+  /**
+   * The feature needs a capability this server does not have yet (web browser, document
+   * renderer, CRM/LinkedIn connector). 501: retrying does not help until it is installed.
+   */
+  capability_unavailable: 501,
+  /** The pending action passed its expiry before anyone decided; ask again for a new one. */
+  approval_expired: 409,
 };

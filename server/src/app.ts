@@ -6,8 +6,11 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } 
 import { validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import './api/fastify-types.ts';
 import { adminRoutes } from './api/admin.routes.ts';
+import { agentsRoutes } from './api/agents.routes.ts';
+import { approvalsRoutes } from './api/approvals.routes.ts';
 import { authRoutes } from './api/auth.routes.ts';
 import { healthRoutes } from './api/health.routes.ts';
+import { outboxRoutes } from './api/outbox.routes.ts';
 import { registerAccessLog } from './api/plugins/access-log.ts';
 import { registerErrorHandler, sendError } from './api/plugins/error-handler.ts';
 import { registerOpenApi } from './api/plugins/openapi.ts';
@@ -92,6 +95,9 @@ export async function buildApp(
   await app.register(authRoutes(c));
   await app.register(adminRoutes(c));
   await app.register(usageRoutes(c));
+  await app.register(agentsRoutes(c));
+  await app.register(approvalsRoutes(c));
+  await app.register(outboxRoutes(c));
 
   return Object.assign(app, { routeTable });
 }

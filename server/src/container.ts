@@ -3,6 +3,11 @@
  * production engines. Routes and jobs get what they need from here.
  */
 import { join } from 'node:path';
+import type { AgentDefinition, AgentName, AgentRunner } from './agents/agent.ts';
+import { createAgentRunner } from './agents/base-agent.ts';
+import { createKnowledge } from './agents/knowledge.ts';
+import { AGENTS } from './agents/registry.ts';
+import { writeAudit } from './audit/audit.repository.ts';
 import { createAuditService } from './audit/audit.service.ts';
 import { createAccessTokens } from './auth/access-tokens.ts';
 import { createAuthService, loadUserState } from './auth/auth.service.ts';
@@ -10,8 +15,10 @@ import { createLockout } from './auth/lockout.ts';
 import { createPasswordHasher } from './auth/passwords.ts';
 import { createUserStateCache } from './auth/user-state-cache.ts';
 import type { ResolvedConfig } from './config/config.schema.ts';
+import { ConfigError } from './config/load-config.ts';
 import { loadRoles, type RoleTable } from './config/roles.ts';
 import { createDatabase, type Database } from './db/database.ts';
+import { createIntentRouter, type IntentRouter } from './gateway/intent-router.ts';
 import { createHealthService } from './health/health.service.ts';
 import { type Clock, systemClock } from './infra/clock.ts';
 import { createRateLimiter, type RateLimiter } from './infra/rate-limiter.ts';
@@ -22,11 +29,25 @@ import { createProviders } from './llm/provider-registry.ts';
 import type { ChatModelProvider } from './llm/types.ts';
 import { createUsageService, type UsageService } from './llm/usage.service.ts';
 import { createLoggers, type Loggers } from './logging/logger.ts';
+import { createOutboxService, type OutboxService } from './output/outbox.service.ts';
 import { createInProcessPubSub, createRedisPubSub, type PubSub } from './realtime/pubsub.ts';
 import { createBullmqQueue } from './scheduler/bullmq-queue.ts';
 import { createInProcessQueue } from './scheduler/in-process-queue.ts';
+import { EXPIRE_APPROVALS_JOB, expireApprovalsJob } from './scheduler/jobs/expire-approvals.job.ts';
 import { PURGE_AUTH_JOB, purgeAuthJob } from './scheduler/jobs/purge-auth.job.ts';
 import type { JobQueue } from './scheduler/queue.ts';
+import { SKILL_IMPLEMENTATIONS } from './skills/available/index.ts';
+import { loadSkills } from './skills/skill-loader.ts';
+import { createSkillRegistry, type SkillRegistry } from './skills/skill-registry.ts';
+import {
+  type ApprovalsService,
+  createApprovalsService,
+} from './tools/approvals/approvals.service.ts';
+import { defaultTools } from './tools/default-tools.ts';
+import type { ToolExecutor } from './tools/tool.ts';
+import { createToolExecutor } from './tools/tool-executor.ts';
+import { createToolRegistry, type ToolRegistry } from './tools/tool-registry.ts';
+import { findUserById } from './users/users.repository.ts';
 import { createUsersService } from './users/users.service.ts';
 
 export interface ContainerOptions {
@@ -56,6 +77,19 @@ export interface Container {
   /** Every model call goes through here: failover, usage, budgets. */
   llm: LlmManager;
   usage: UsageService;
+  /** Every tool call goes through `tools.executor`: permission, limits, audit, approval. */
+  tools: { registry: ToolRegistry; executor: ToolExecutor };
+  approvals: ApprovalsService;
+  outbox: OutboxService;
+  /** Picks the agent for a message (explicit, session, keywords, classifier, department). */
+  router: IntentRouter;
+  /** Runs one agent turn: the model ⇄ tools loop. */
+  agents: AgentRunner;
+  agentDefinitions: ReadonlyMap<AgentName, AgentDefinition>;
+  /** The loaded skills (skills/available/*.yaml), validated at start. */
+  skills: SkillRegistry;
+  /** Brand and company context for prompts (knowledge/brand/*.md). */
+  knowledge: () => string;
   passwords: Awaited<ReturnType<typeof createPasswordHasher>>;
   draining: { value: boolean };
   close(): Promise<void>;
@@ -162,6 +196,64 @@ export async function createContainer(
     );
   }
 
+  // Permissions as the user's role grants them now: a role change applies to the next call.
+  const currentPermissions = async (userId: string): Promise<ReadonlySet<string>> => {
+    const user = await findUserById(database.db, userId);
+    return user?.is_active ? (roles.get(user.role)?.permissions ?? new Set()) : new Set();
+  };
+  for (const role of config.tools.auto_approve_roles) {
+    if (!roles.has(role))
+      throw new ConfigError(`config error: tools.auto_approve_roles: unknown role '${role}'`);
+  }
+  const toolLimits = {
+    timeoutMs: config.tools.timeout_ms,
+    resultMaxBytes: config.tools.result_max_bytes,
+  };
+  const outbox = createOutboxService({ database, clock });
+  const toolRegistry = createToolRegistry(defaultTools({ database, outbox, clock }));
+  const approvals = createApprovalsService({
+    database,
+    registry: toolRegistry,
+    clock,
+    log,
+    limits: { ...toolLimits, approvalTtlSeconds: config.tools.approval_ttl_s },
+    currentPermissions,
+  });
+  const toolExecutor = createToolExecutor({
+    registry: toolRegistry,
+    approvals,
+    limits: { ...toolLimits, autoApproveRoles: config.tools.auto_approve_roles },
+    audit: (entry) => writeAudit(database.db, entry),
+    currentPermissions,
+  });
+  queue.define(expireApprovalsJob({ approvals }));
+
+  // Agents and skills: a broken skill manifest, or an agent naming a tool or skill that does
+  // not exist, stops start-up here with one line.
+  const skills = createSkillRegistry(
+    loadSkills({
+      dir: join(config.paths.server_root, 'src', 'skills', 'available'),
+      implementations: SKILL_IMPLEMENTATIONS,
+    }),
+  );
+  const knowledge = createKnowledge(join(config.paths.server_root, 'knowledge', 'brand'));
+  const agents = createAgentRunner({
+    llm,
+    tools: toolExecutor,
+    skills,
+    agents: AGENTS,
+    knowledge,
+    clock,
+    limits: { maxSteps: config.agents.max_steps, turnTimeoutMs: config.agents.turn_timeout_ms },
+    log,
+  });
+  const router = createIntentRouter({
+    agents: AGENTS,
+    llm,
+    classifierTimeoutMs: config.agents.routing_timeout_ms,
+    log,
+  });
+
   let closed = false;
   return {
     config,
@@ -179,6 +271,14 @@ export async function createContainer(
     health,
     llm,
     usage: createUsageService({ database, config: config.llm, clock }),
+    tools: { registry: toolRegistry, executor: toolExecutor },
+    approvals,
+    outbox,
+    router,
+    agents,
+    agentDefinitions: AGENTS,
+    skills,
+    knowledge,
     passwords,
     draining,
     async close() {
@@ -199,6 +299,12 @@ export async function registerSchedules(container: Container): Promise<void> {
     'auth-purge',
     container.config.jobs.purge_auth_cron,
     PURGE_AUTH_JOB,
+    {},
+  );
+  await container.queue.schedule(
+    'tools-expire-approvals',
+    container.config.tools.expire_approvals_cron,
+    EXPIRE_APPROVALS_JOB,
     {},
   );
 }

@@ -122,9 +122,9 @@ export function createAuthService(deps: AuthServiceDeps) {
       // Counted before the password check, so parallel guesses cannot outrun the lockout.
       await lockout.recordAttempt(db, email, meta.ip);
       const user = await findUserByEmail(db, email);
-      const ok = user
-        ? await passwords.verify(user.password_hash, password)
-        : (await passwords.verifyDummy(password), false);
+      let ok = false;
+      if (user) ok = await passwords.verify(user.password_hash, password);
+      else await passwords.verifyDummy(password); // same cost as a real verify
       if (!user || !ok) {
         await writeAudit(db, {
           userId: user?.id ?? null,

@@ -154,6 +154,31 @@ export const ConfigSchema = z.strictObject({
       session_retention_s: Seconds.default(30 * 24 * 3600),
     })
     .prefault({}),
+  /** Department agents: the tool loop's limits and the router's classifier timeout. */
+  agents: z
+    .strictObject({
+      /** Model calls per turn before it ends with `step_limit`. */
+      max_steps: z.coerce.number().int().min(1).max(50).default(8),
+      /** A turn (every model call and tool run) ends with `time_limit` after this long. */
+      turn_timeout_ms: z.coerce.number().int().positive().default(180_000),
+      /** The router's LLM classification gives up after this long (then: department). */
+      routing_timeout_ms: z.coerce.number().int().positive().default(2_000),
+    })
+    .prefault({}),
+  tools: z
+    .strictObject({
+      /** Time limit of one tool call, unless the tool sets its own. */
+      timeout_ms: z.coerce.number().int().positive().default(30_000),
+      /** Largest tool result handed back to the model, in bytes; longer ones are cut. */
+      result_max_bytes: z.coerce.number().int().min(256).default(16_384),
+      /** A pending action not decided within this time expires. */
+      approval_ttl_s: Seconds.default(24 * 3600),
+      /** Roles whose external tool calls run without asking. Off (empty) by default. */
+      auto_approve_roles: z.array(z.string().min(1)).default([]),
+      /** Marks pending actions past their expiry as expired. */
+      expire_approvals_cron: z.string().default('*/10 * * * *'),
+    })
+    .prefault({}),
   /** Model providers, models per purpose, prices, failover and budgets (llm/llm-config.ts). */
   llm: LlmConfigSchema.prefault({}),
 });

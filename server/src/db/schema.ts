@@ -202,6 +202,37 @@ export interface PushDevicesTable {
   disabled_at: NullableTimestamp;
 }
 
+export interface PendingActionsTable {
+  id: Generated<string>;
+  user_id: string;
+  session_id: string | null;
+  agent: string | null;
+  tool: string;
+  arguments: ColumnType<Record<string, unknown>, string, string>;
+  arguments_sha256: string;
+  status: Generated<string>;
+  source: Generated<string>;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  decided_at: NullableTimestamp;
+  decided_by: string | null;
+  result: Json;
+  tool_call_id: string | null;
+  turn_context: Json;
+}
+
+export interface OutboxTable {
+  id: Generated<string>;
+  user_id: string;
+  channel: string;
+  recipient: string;
+  subject: string | null;
+  payload: ColumnType<Record<string, unknown>, string, string>;
+  status: Generated<string>;
+  pending_action_id: string | null;
+  created_at: Timestamp;
+}
+
 export interface SchemaMigrationsTable {
   version: number;
   name: string;
@@ -226,6 +257,8 @@ export interface DB {
   refresh_tokens: RefreshTokensTable;
   login_failures: LoginFailuresTable;
   push_devices: PushDevicesTable;
+  pending_actions: PendingActionsTable;
+  outbox: OutboxTable;
   schema_migrations: SchemaMigrationsTable;
 }
 
@@ -233,3 +266,5 @@ export type UserRow = Selectable<UsersTable>;
 export type NewUser = Insertable<UsersTable>;
 export type UserUpdate = Updateable<UsersTable>;
 export type AuditRow = Selectable<AuditLogTable>;
+export type PendingActionRow = Selectable<PendingActionsTable>;
+export type OutboxRow = Selectable<OutboxTable>;

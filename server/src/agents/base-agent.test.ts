@@ -1,0 +1,145 @@
+/**
+ * The base loop with a fake model and a small fake executor: start-up refuses agents that
+ * name unknown tools or skills, and a cancel that fires while one tool runs stops the turn
+ * before the next tool starts.
+ */
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import type { Principal } from '../auth/principal.ts';
+import type { LlmEvent } from '../llm/llm-call.ts';
+import type { ToolSpec } from '../llm/types.ts';
+import { SKILL_IMPLEMENTATIONS } from '../skills/available/index.ts';
+import { loadSkills } from '../skills/skill-loader.ts';
+import { createSkillRegistry } from '../skills/skill-registry.ts';
+import type { ToolCall, ToolExecutor, ToolOutcome } from '../tools/tool.ts';
+import type { AgentDefinition, AgentEvent, AgentName } from './agent.ts';
+import { createAgentRunner, validateAgents } from './base-agent.ts';
+import { AGENTS } from './registry.ts';
+
+const skills = createSkillRegistry(
+  loadSkills({
+    dir: new URL('../skills/available', import.meta.url).pathname,
+    implementations: SKILL_IMPLEMENTATIONS,
+  }),
+);
+const KNOWN = [
+  'send_email',
+  'create_calendar_event',
+  'post_teams_message',
+  'search_leads',
+  'contact_lead',
+];
+
+function fakeExecutor(
+  onExecute: (call: ToolCall) => Promise<ToolOutcome> = async () => ({
+    status: 'ok',
+    output: '[]',
+  }),
+) {
+  const executed: string[] = [];
+  const executor: ToolExecutor = {
+    specs(names): ToolSpec[] {
+      return names.map((name) => {
+        if (!KNOWN.includes(name)) throw new Error(`unknown tool ${name}`);
+        return { name, description: name, inputSchema: { type: 'object', properties: {} } };
+      });
+    },
+    async execute(call) {
+      executed.push(call.id);
+      return onExecute(call);
+    },
+  };
+  return { executor, executed };
+}
+
+const principal: Principal = {
+  id: 'u1',
+  email: 'u@mezzofy.test',
+  name: 'U',
+  role: 'sales_rep',
+  department: 'sales',
+  permissions: new Set(['chat:use', 'agent:sales']),
+  sessionId: 's',
+  timezone: 'Asia/Singapore',
+  locale: 'en',
+};
+
+describe('agent start-up checks', () => {
+  const withAgent = (patch: Partial<AgentDefinition>) =>
+    new Map<AgentName, AgentDefinition>([['sales', { ...AGENTS.get('sales')!, ...patch }]]);
+
+  it('accepts the five agents', () => {
+    expect(() => validateAgents(AGENTS, skills, fakeExecutor().executor)).not.toThrow();
+  });
+
+  it('refuses an agent that declares an unknown tool', () => {
+    expect(() =>
+      validateAgents(
+        withAgent({ tools: ['send_email', 'fax_document'] }),
+        skills,
+        fakeExecutor().executor,
+      ),
+    ).toThrow('agent sales declares the tool fax_document, which is not in the tool registry');
+  });
+
+  it("refuses an agent missing a skill's tool, or an unknown skill", () => {
+    expect(() =>
+      validateAgents(withAgent({ tools: ['search_leads'] }), skills, fakeExecutor().executor),
+    ).toThrow(/skill email_outreach, which needs the tool send_email/);
+    expect(() =>
+      validateAgents(withAgent({ skills: ['astrology'] }), skills, fakeExecutor().executor),
+    ).toThrow(/unknown skill astrology/);
+  });
+});
+
+describe('cancel between tools', () => {
+  it('no tool starts after the cancel fires', async () => {
+    const controller = new AbortController();
+    const { executor, executed } = fakeExecutor(async () => {
+      controller.abort(); // the user cancels while the first tool runs
+      return { status: 'ok', output: '[]' };
+    });
+    const llm = {
+      async *stream(): AsyncGenerator<LlmEvent> {
+        yield { type: 'tool-call', id: 'a', name: 'search_leads', input: {} };
+        yield { type: 'tool-call', id: 'b', name: 'search_leads', input: {} };
+        yield { type: 'finish', reason: 'tool-calls' };
+      },
+    };
+    const runner = createAgentRunner({
+      llm: llm as never,
+      tools: executor,
+      skills,
+      agents: AGENTS,
+      knowledge: () => '',
+      clock: () => new Date(),
+      limits: { maxSteps: 5, turnTimeoutMs: 5_000 },
+      log: pino({ level: 'silent' }),
+    });
+    const events: AgentEvent[] = [];
+    for await (const e of runner.run({
+      principal,
+      agent: 'sales',
+      sessionId: null,
+      history: [],
+      message: { role: 'user', content: [{ type: 'text', text: 'hi' }] },
+      source: 'web',
+      signal: controller.signal,
+    }))
+      events.push(e);
+    expect(executed).toEqual(['a']);
+    const end = events.at(-1)!;
+    expect(end).toMatchObject({ type: 'message-end', finish: 'cancelled' });
+    // The transcript stays valid for the next model call: every call has a result.
+    const results = end.type === 'message-end' ? end.transcript.at(-1)!.content : [];
+    expect(results).toMatchObject([
+      { type: 'tool-result', id: 'a', output: '[]' },
+      {
+        type: 'tool-result',
+        id: 'b',
+        isError: true,
+        output: 'Not run: the user cancelled the turn.',
+      },
+    ]);
+  });
+});

@@ -1,0 +1,33 @@
+/**
+ * The brand and company context every agent and writing skill gets: the Markdown files in
+ * knowledge/brand/. Re-read when a file changes, so an edited guideline applies at once.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** Context is added to every prompt: keep it bounded. */
+const MAX_KNOWLEDGE_CHARS = 12_000;
+
+export function createKnowledge(dir: string): () => string {
+  let cacheKey = '';
+  let cached = '';
+  return () => {
+    let files: string[];
+    try {
+      files = readdirSync(dir)
+        .filter((f) => f.endsWith('.md'))
+        .sort();
+    } catch {
+      return '';
+    }
+    const stamps = files.map((f) => `${f}:${statSync(join(dir, f)).mtimeMs}`).join('|');
+    if (stamps !== cacheKey) {
+      cacheKey = stamps;
+      cached = files
+        .map((f) => readFileSync(join(dir, f), 'utf8').trim())
+        .join('\n\n')
+        .slice(0, MAX_KNOWLEDGE_CHARS);
+    }
+    return cached;
+  };
+}

@@ -11,7 +11,7 @@ import type {
   ContentPart,
   StreamEvent,
 } from '../types.ts';
-import { type ErrorContext, providerError, toProviderError } from './errors.ts';
+import { type ErrorContext, parseToolArguments, providerError, toProviderError } from './errors.ts';
 
 /** Until the response headers arrive (the SDK's timeout); a stream may then run longer. */
 export const DEFAULT_ANTHROPIC_TIMEOUT_MS = 60_000;
@@ -140,7 +140,7 @@ export function createAnthropicProvider(options: AnthropicProviderOptions): Chat
               const block = toolBlocks.get(event.index);
               if (block) {
                 toolBlocks.delete(event.index);
-                const input = parseToolInput(block.json, block.input, block.name, context);
+                const input = parseToolArguments(block.json, block.name, context, block.input);
                 yield { type: 'tool-call', id: block.id, name: block.name, input };
               }
               break;
@@ -172,30 +172,6 @@ export function createAnthropicProvider(options: AnthropicProviderOptions): Chat
       yield { type: 'finish', reason: (stopReason && FINISH_REASONS[stopReason]) || 'other' };
     },
   };
-}
-
-function parseToolInput(
-  json: string,
-  startInput: unknown,
-  name: string,
-  context: ErrorContext,
-): Record<string, unknown> {
-  let input: unknown;
-  if (json.trim() === '') {
-    input = startInput ?? {};
-  } else {
-    try {
-      input = JSON.parse(json);
-    } catch (error) {
-      throw providerError('malformed', `invalid JSON arguments for tool ${name}`, context, {
-        cause: error,
-      });
-    }
-  }
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-    throw providerError('malformed', `arguments for tool ${name} are not an object`, context);
-  }
-  return input as Record<string, unknown>;
 }
 
 function toBlock(

@@ -190,3 +190,29 @@ function causeMessage(error: unknown): string | undefined {
     return `${error instanceof Error ? error.message : ''} ${cause.message}`.trim();
   return error instanceof Error ? error.message : undefined;
 }
+
+/**
+ * Parses a tool call's streamed JSON arguments into an object; empty arguments are
+ * `fallback` (Anthropic may send the input whole at block start). Anything else is malformed.
+ */
+export function parseToolArguments(
+  json: string,
+  name: string,
+  context: ErrorContext,
+  fallback: unknown = {},
+): Record<string, unknown> {
+  let input: unknown = fallback ?? {};
+  if (json.trim() !== '') {
+    try {
+      input = JSON.parse(json);
+    } catch (error) {
+      throw providerError('malformed', `invalid JSON arguments for tool ${name}`, context, {
+        cause: error,
+      });
+    }
+  }
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw providerError('malformed', `arguments for tool ${name} are not an object`, context);
+  }
+  return input as Record<string, unknown>;
+}

@@ -11,7 +11,7 @@ import type {
   ChatCompletionMessageParam,
 } from 'openai/resources/chat/completions';
 import type { ChatMessage, ChatModelProvider, ChatRequest, StreamEvent } from '../types.ts';
-import { type ErrorContext, providerError, toProviderError } from './errors.ts';
+import { type ErrorContext, parseToolArguments, providerError, toProviderError } from './errors.ts';
 
 /** Until the response headers arrive (the SDK's timeout); a stream may then run longer. */
 export const DEFAULT_OPENAI_TIMEOUT_MS = 60_000;
@@ -134,33 +134,13 @@ export function createOpenAiCompatibleProvider(
           type: 'tool-call',
           id: call.id || `call_${index}`,
           name: call.name,
-          input: parseArguments(call.arguments, call.name, context),
+          input: parseToolArguments(call.arguments, call.name, context),
         };
       }
       if (usage) yield { type: 'usage', ...usage };
       yield { type: 'finish', reason: FINISH_REASONS[finishReason] ?? 'other' };
     },
   };
-}
-
-function parseArguments(
-  json: string,
-  name: string,
-  context: ErrorContext,
-): Record<string, unknown> {
-  if (json.trim() === '') return {};
-  let input: unknown;
-  try {
-    input = JSON.parse(json);
-  } catch (error) {
-    throw providerError('malformed', `invalid JSON arguments for tool ${name}`, context, {
-      cause: error,
-    });
-  }
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-    throw providerError('malformed', `arguments for tool ${name} are not an object`, context);
-  }
-  return input as Record<string, unknown>;
 }
 
 /**

@@ -5,10 +5,12 @@
  * approval time. Each decision is audited with the approver; `onDecided` hands the outcome
  * to the chat layer so the agent's turn can continue.
  */
+
 import type { ApprovalListQuery, ApprovalView } from '@mezzofy/protocol';
 import { type AuditSource, writeAudit } from '../../audit/audit.repository.ts';
 import type { Principal } from '../../auth/principal.ts';
 import type { Database } from '../../db/database.ts';
+import type { Executor } from '../../db/executor.ts';
 import { toPage } from '../../db/pagination.ts';
 import type { PendingActionRow } from '../../db/schema.ts';
 import { AppError, notFound } from '../../errors.ts';
@@ -223,6 +225,41 @@ export function createApprovalsService(deps: ApprovalsServiceDeps) {
     return refusal ? { row: finished, outcome, refusal } : { row: finished, outcome };
   }
 
+  /** The pending action of a call and its `tool.call` audit row, in the caller's transaction. */
+  async function recordCall(
+    trx: Executor,
+    request: ParkRequest,
+    status: 'pending' | 'approved',
+    now: Date,
+  ): Promise<PendingActionRow> {
+    const row = await insertPendingAction(trx, {
+      userId: request.principal.id,
+      sessionId: request.sessionId,
+      agent: request.agent,
+      tool: request.tool.name,
+      arguments: request.canonicalArguments,
+      argumentsSha256: request.argumentsSha256,
+      status,
+      source: request.source,
+      createdAt: now,
+      expiresAt: new Date(now.getTime() + limits.approvalTtlSeconds * 1000),
+      toolCallId: request.toolCallId,
+      turnContext: request.turnContext,
+    });
+    await writeAudit(trx, {
+      userId: request.principal.id,
+      department: request.principal.department,
+      action: 'tool.call',
+      source: request.source,
+      details: {
+        ...request.auditDetails,
+        status: status === 'pending' ? 'pending_approval' : 'auto_approved',
+        approval_id: row.id,
+      },
+    });
+    return row;
+  }
+
   return {
     /** Sets who is told about decisions (the chat layer, once it exists). */
     setDecidedHandler(handler: DecidedHandler | undefined) {
@@ -233,27 +270,7 @@ export function createApprovalsService(deps: ApprovalsServiceDeps) {
     async park(request: ParkRequest): Promise<PendingActionRow> {
       const now = clock();
       return db.transaction().execute(async (trx) => {
-        const row = await insertPendingAction(trx, {
-          userId: request.principal.id,
-          sessionId: request.sessionId,
-          agent: request.agent,
-          tool: request.tool.name,
-          arguments: request.canonicalArguments,
-          argumentsSha256: request.argumentsSha256,
-          status: 'pending',
-          source: request.source,
-          createdAt: now,
-          expiresAt: new Date(now.getTime() + limits.approvalTtlSeconds * 1000),
-          toolCallId: request.toolCallId,
-          turnContext: request.turnContext,
-        });
-        await writeAudit(trx, {
-          userId: request.principal.id,
-          department: request.principal.department,
-          action: 'tool.call',
-          source: request.source,
-          details: { ...request.auditDetails, status: 'pending_approval', approval_id: row.id },
-        });
+        const row = await recordCall(trx, request, 'pending', now);
         return row;
       });
     },
@@ -264,27 +281,7 @@ export function createApprovalsService(deps: ApprovalsServiceDeps) {
     ): Promise<{ row: PendingActionRow; outcome: ToolOutcome }> {
       const now = clock();
       const row = await db.transaction().execute(async (trx) => {
-        const row = await insertPendingAction(trx, {
-          userId: request.principal.id,
-          sessionId: request.sessionId,
-          agent: request.agent,
-          tool: request.tool.name,
-          arguments: request.canonicalArguments,
-          argumentsSha256: request.argumentsSha256,
-          status: 'approved',
-          source: request.source,
-          createdAt: now,
-          expiresAt: new Date(now.getTime() + limits.approvalTtlSeconds * 1000),
-          toolCallId: request.toolCallId,
-          turnContext: request.turnContext,
-        });
-        await writeAudit(trx, {
-          userId: request.principal.id,
-          department: request.principal.department,
-          action: 'tool.call',
-          source: request.source,
-          details: { ...request.auditDetails, status: 'auto_approved', approval_id: row.id },
-        });
+        const row = await recordCall(trx, request, 'approved', now);
         await writeAudit(trx, {
           userId: request.principal.id,
           department: request.principal.department,

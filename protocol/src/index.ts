@@ -3,6 +3,7 @@ export * from './admin.ts';
 export * from './agents.ts';
 export * from './approvals.ts';
 export * from './auth.ts';
+export * from './chat.ts';
 export * from './common.ts';
 export * from './errors.ts';
 export * from './health.ts';

@@ -9,6 +9,7 @@ import { adminRoutes } from './api/admin.routes.ts';
 import { agentsRoutes } from './api/agents.routes.ts';
 import { approvalsRoutes } from './api/approvals.routes.ts';
 import { authRoutes } from './api/auth.routes.ts';
+import { chatRoutes } from './api/chat.routes.ts';
 import { healthRoutes } from './api/health.routes.ts';
 import { outboxRoutes } from './api/outbox.routes.ts';
 import { registerAccessLog } from './api/plugins/access-log.ts';
@@ -98,6 +99,7 @@ export async function buildApp(
   await app.register(agentsRoutes(c));
   await app.register(approvalsRoutes(c));
   await app.register(outboxRoutes(c));
+  await app.register(chatRoutes(c));
 
   return Object.assign(app, { routeTable });
 }

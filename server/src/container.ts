@@ -14,6 +14,7 @@ import { createAuthService, loadUserState } from './auth/auth.service.ts';
 import { createLockout } from './auth/lockout.ts';
 import { createPasswordHasher } from './auth/passwords.ts';
 import { createUserStateCache } from './auth/user-state-cache.ts';
+import { type ChatService, createChatService } from './chat/chat.service.ts';
 import type { ResolvedConfig } from './config/config.schema.ts';
 import { ConfigError } from './config/load-config.ts';
 import { loadRoles, type RoleTable } from './config/roles.ts';
@@ -86,6 +87,8 @@ export interface Container {
   /** Runs one agent turn: the model ⇄ tools loop. */
   agents: AgentRunner;
   agentDefinitions: ReadonlyMap<AgentName, AgentDefinition>;
+  /** Chat over REST: sessions, history, one turn per session at a time. */
+  chat: ChatService;
   /** The loaded skills (skills/available/*.yaml), validated at start. */
   skills: SkillRegistry;
   /** Brand and company context for prompts (knowledge/brand/*.md). */
@@ -254,6 +257,18 @@ export async function createContainer(
     log,
   });
 
+  const chat = createChatService({
+    database,
+    agents,
+    router,
+    limits: {
+      maxMessageChars: config.chat.max_message_chars,
+      historyMaxChars: config.chat.history_max_chars,
+      duplicateWaitMs: config.agents.turn_timeout_ms,
+    },
+    log,
+  });
+
   let closed = false;
   return {
     config,
@@ -277,6 +292,7 @@ export async function createContainer(
     router,
     agents,
     agentDefinitions: AGENTS,
+    chat,
     skills,
     knowledge,
     passwords,

@@ -165,6 +165,15 @@ export const ConfigSchema = z.strictObject({
       routing_timeout_ms: z.coerce.number().int().positive().default(2_000),
     })
     .prefault({}),
+  /** Chat over REST: message size and how much earlier conversation the model reads. */
+  chat: z
+    .strictObject({
+      /** Longest user message, in characters; a longer one is refused with 413. */
+      max_message_chars: z.coerce.number().int().min(1).max(1_000_000).default(16_000),
+      /** Earlier turns sent to the model, in characters; older turns become a short summary. */
+      history_max_chars: z.coerce.number().int().min(1_000).default(60_000),
+    })
+    .prefault({}),
   tools: z
     .strictObject({
       /** Time limit of one tool call, unless the tool sets its own. */

@@ -42,6 +42,8 @@ export interface ConversationsTable {
   role: string;
   content: string;
   metadata: Json;
+  /** User messages only: the client's idempotency key (unique per user). */
+  client_message_id: string | null;
   created_at: Generated<Date>;
 }
 

@@ -1,0 +1,341 @@
+/**
+ * One chat turn over REST: load or create the caller's session, pick the agent (explicit,
+ * the session's, else the router), store the user message, run the agent with the session's
+ * earlier turns, store the reply (with the transcript of tool calls and results so the next
+ * turn's history is valid), and answer the whole reply.
+ *
+ * Ordering and idempotency:
+ * - One turn per session at a time, in arrival order: an in-process promise chain per session.
+ *   Across processes the next step is a `SELECT … FOR UPDATE` on the chat_sessions row held
+ *   by a short transaction around loading history and storing the user message.
+ * - A client_message_id is sent to the model once: duplicates in this process wait for the
+ *   first (an in-process map); across processes the unique index on (user_id,
+ *   client_message_id) makes the second insert lose, and the loser polls briefly for the
+ *   winner's reply. Same id with different content is 409 conflict.
+ * - Model errors (llm_not_configured, llm_unavailable, budget_exceeded, …) keep the user
+ *   message, store an assistant row with { status: 'failed', error }, and are rethrown.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type {
+  ChatReply,
+  ChatSendRequest,
+  ChatSessionDetail,
+  ChatSessionItem,
+  ChatSessionList,
+  ChatSessionQuery,
+  ChatToolCall,
+  RoutedBy,
+} from '@mezzofy/protocol';
+import type { AgentEvent, AgentRunner } from '../agents/agent.ts';
+import type { RequestMeta } from '../auth/auth.service.ts';
+import type { Principal } from '../auth/principal.ts';
+import type { Database } from '../db/database.ts';
+import { toPage } from '../db/pagination.ts';
+import { AppError, notFound } from '../errors.ts';
+import type { IntentRouter } from '../gateway/intent-router.ts';
+import type { Logger } from '../logging/logger.ts';
+import {
+  deleteEmptySession,
+  findByClientMessageId,
+  findOwnSession,
+  findReplyTo,
+  insertAssistantMessage,
+  insertSession,
+  insertUserMessage,
+  listMessages,
+  listSessions,
+  type MessageRow,
+  type SessionRow,
+  softDeleteSession,
+  touchSession,
+} from './chat.repository.ts';
+import { buildHistory } from './history.ts';
+
+const TITLE_CHARS = 60;
+
+export interface ChatServiceDeps {
+  database: Database;
+  agents: AgentRunner;
+  router: Pick<IntentRouter, 'route'>;
+  limits: {
+    maxMessageChars: number;
+    historyMaxChars: number;
+    /** How long a duplicate waits for another process's reply. */
+    duplicateWaitMs: number;
+  };
+  log: Logger;
+}
+
+export type ChatService = ReturnType<typeof createChatService>;
+
+function titleOf(message: string): string {
+  const flat = message.replace(/\s+/g, ' ').trim();
+  return flat.length > TITLE_CHARS ? `${flat.slice(0, TITLE_CHARS - 1)}…` : flat;
+}
+
+/** The reply as stored in the assistant row, so a duplicate gets exactly the same answer. */
+function replyOf(sessionId: string, row: MessageRow): ChatReply {
+  const m = row.metadata ?? {};
+  if (m.status === 'failed') {
+    const code = (m.error as AppError['code'] | undefined) ?? 'internal_error';
+    throw new AppError(code, (m.message as string | undefined) ?? 'the model call failed');
+  }
+  return {
+    session_id: sessionId,
+    message_id: row.id,
+    agent: m.agent as ChatReply['agent'],
+    routed_by: m.routed_by as RoutedBy,
+    text: row.content,
+    finish: m.finish as ChatReply['finish'],
+    provider: (m.provider as string | null) ?? null,
+    model: (m.model as string | null) ?? null,
+    fallback_reason: (m.fallback_reason as string | null) ?? null,
+    usage: m.usage as ChatReply['usage'],
+    tool_calls: (m.tool_calls as ChatToolCall[]) ?? [],
+    pending_approvals: (m.pending_approvals as string[]) ?? [],
+  };
+}
+
+function itemOf(row: SessionRow, lastMessage: string | null): ChatSessionItem {
+  return {
+    id: row.id,
+    title: row.title,
+    agent: row.agent,
+    last_message: lastMessage,
+    updated_at: row.updated_at.toISOString(),
+    created_at: row.created_at.toISOString(),
+  };
+}
+
+export function createChatService(deps: ChatServiceDeps) {
+  const { database, agents, router, limits, log } = deps;
+  const db = database.db;
+  /** Tail of each session's turn chain. */
+  const sessionQueues = new Map<string, Promise<unknown>>();
+  /** Sends in flight by `${userId}\n${clientMessageId}`. */
+  const inFlight = new Map<string, { message: string; reply: Promise<ChatReply> }>();
+
+  function inSessionQueue<T>(sessionId: string, work: () => Promise<T>): Promise<T> {
+    const previous = sessionQueues.get(sessionId) ?? Promise.resolve();
+    const run = previous.then(work, work);
+    const tail = run.catch(() => {});
+    sessionQueues.set(sessionId, tail);
+    void tail.then(() => {
+      if (sessionQueues.get(sessionId) === tail) sessionQueues.delete(sessionId);
+    });
+    return run;
+  }
+
+  /** Another send stored this client_message_id first: its reply, once stored. */
+  async function replyOfDuplicate(
+    userMessage: MessageRow & { session_id: string },
+    message: string,
+  ): Promise<ChatReply> {
+    if (userMessage.content !== message)
+      throw new AppError(
+        'conflict',
+        'this client_message_id was already used for a different message',
+      );
+    const deadline = Date.now() + limits.duplicateWaitMs;
+    for (;;) {
+      const reply = await findReplyTo(db, userMessage.session_id, userMessage.id);
+      if (reply) return replyOf(userMessage.session_id, reply);
+      if (Date.now() >= deadline)
+        throw new AppError(
+          'conflict',
+          'this message is still being answered; retry with the same client_message_id',
+        );
+      await sleep(100);
+    }
+  }
+
+  async function turn(
+    principal: Principal,
+    input: ChatSendRequest,
+    meta: RequestMeta,
+    session: SessionRow | undefined,
+  ): Promise<ChatReply> {
+    const source = meta.source ?? 'api';
+    const decision = await router.route({
+      principal,
+      explicitAgent: input.agent ?? null,
+      sessionAgent: session?.agent ?? null,
+      text: input.message,
+      source,
+    });
+    const current =
+      session ??
+      (await insertSession(db, {
+        user_id: principal.id,
+        title: titleOf(input.message),
+        agent: decision.agent,
+      }));
+
+    return inSessionQueue(current.id, async () => {
+      // The session may have been deleted while this send waited its turn.
+      if (session && !(await findOwnSession(db, principal.id, current.id)))
+        throw notFound('chat session');
+      const earlier = await listMessages(db, current.id);
+      const userMessage = await insertUserMessage(db, {
+        user_id: principal.id,
+        session_id: current.id,
+        content: input.message,
+        client_message_id: input.client_message_id ?? null,
+        metadata: {
+          ...(input.client_message_id ? { client_message_id: input.client_message_id } : {}),
+          agent: decision.agent,
+        },
+      });
+      if (!userMessage) {
+        // Lost the race to another process with the same client_message_id.
+        const first = await findByClientMessageId(db, principal.id, input.client_message_id!);
+        if (!first) throw new AppError('conflict', 'duplicate message');
+        // The session this send created holds nothing: remove it rather than list it empty.
+        if (!session) await deleteEmptySession(db, current.id);
+        return replyOfDuplicate(first, input.message);
+      }
+
+      const history = buildHistory(earlier, limits.historyMaxChars);
+      const toolCalls: ChatToolCall[] = [];
+      let end: Extract<AgentEvent, { type: 'message-end' }> | undefined;
+      try {
+        for await (const event of agents.run({
+          principal,
+          agent: decision.agent,
+          sessionId: current.id,
+          history,
+          message: { role: 'user', content: [{ type: 'text', text: input.message }] },
+          source,
+          signal: new AbortController().signal,
+        })) {
+          if (event.type === 'tool-call-end')
+            toolCalls.push({
+              id: event.id,
+              name: event.name,
+              status: event.status,
+              ...(event.approval_id ? { approval_id: event.approval_id } : {}),
+            });
+          else if (event.type === 'message-end') end = event;
+        }
+        if (!end) throw new Error('the agent turn ended without message-end');
+      } catch (err) {
+        const code = err instanceof AppError ? err.code : 'internal_error';
+        if (!(err instanceof AppError)) log.error({ err }, 'chat turn failed');
+        await insertAssistantMessage(db, {
+          user_id: principal.id,
+          session_id: current.id,
+          content: '',
+          metadata: {
+            status: 'failed',
+            error: code,
+            message: err instanceof AppError ? err.message : 'internal server error',
+            reply_to: userMessage.id,
+            agent: decision.agent,
+            routed_by: decision.by,
+          },
+        });
+        await touchSession(db, current.id, { agent: decision.agent });
+        throw err;
+      }
+
+      const assistant = await insertAssistantMessage(db, {
+        user_id: principal.id,
+        session_id: current.id,
+        content: end.text,
+        metadata: {
+          reply_to: userMessage.id,
+          agent: decision.agent,
+          routed_by: decision.by,
+          provider: end.answered_by?.provider ?? null,
+          model: end.answered_by?.model ?? null,
+          fallback_reason: end.answered_by?.fallback_reason ?? null,
+          finish: end.finish,
+          usage: end.usage,
+          tool_calls: toolCalls,
+          pending_approvals: toolCalls.flatMap((c) => (c.approval_id ? [c.approval_id] : [])),
+          transcript: end.transcript,
+        },
+      });
+      await touchSession(db, current.id, { agent: decision.agent });
+      return replyOf(current.id, assistant);
+    });
+  }
+
+  return {
+    async send(
+      principal: Principal,
+      input: ChatSendRequest,
+      meta: RequestMeta,
+    ): Promise<ChatReply> {
+      if (input.message.length > limits.maxMessageChars)
+        throw new AppError(
+          'payload_too_large',
+          `the message is longer than ${limits.maxMessageChars} characters`,
+          { details: { max_chars: limits.maxMessageChars } },
+        );
+      const session = input.session_id
+        ? await findOwnSession(db, principal.id, input.session_id)
+        : undefined;
+      if (input.session_id && !session) throw notFound('chat session');
+
+      const cmid = input.client_message_id;
+      if (!cmid) return turn(principal, input, meta, session);
+
+      const key = `${principal.id}\n${cmid}`;
+      const running = inFlight.get(key);
+      if (running) {
+        if (running.message !== input.message)
+          throw new AppError(
+            'conflict',
+            'this client_message_id was already used for a different message',
+          );
+        return running.reply;
+      }
+      const reply = (async () => {
+        const first = await findByClientMessageId(db, principal.id, cmid);
+        if (first) return replyOfDuplicate(first, input.message);
+        return turn(principal, input, meta, session);
+      })();
+      inFlight.set(key, { message: input.message, reply });
+      try {
+        return await reply;
+      } finally {
+        inFlight.delete(key);
+      }
+    },
+
+    async list(principal: Principal, query: ChatSessionQuery): Promise<ChatSessionList> {
+      const rows = await listSessions(db, principal.id, query);
+      return toPage(
+        rows,
+        query.limit,
+        (r) => ({ k: r.cursor_key, id: r.id }),
+        (r) => itemOf(r, r.last_message),
+      );
+    },
+
+    async get(principal: Principal, sessionId: string): Promise<ChatSessionDetail> {
+      const session = await findOwnSession(db, principal.id, sessionId);
+      if (!session) throw notFound('chat session');
+      const rows = (await listMessages(db, sessionId)).filter(
+        (r) => r.role === 'user' || r.role === 'assistant',
+      );
+      const last = rows.at(-1)?.content ?? null;
+      return {
+        ...itemOf(session, last === null ? null : last.slice(0, 200)),
+        messages: rows.map((r) => ({
+          id: r.id,
+          role: r.role as 'user' | 'assistant',
+          content: r.content,
+          metadata: r.metadata ?? {},
+          created_at: r.created_at.toISOString(),
+        })),
+      };
+    },
+
+    async remove(principal: Principal, sessionId: string): Promise<{ ok: true }> {
+      if (!(await softDeleteSession(db, principal.id, sessionId))) throw notFound('chat session');
+      return { ok: true };
+    },
+  };
+}

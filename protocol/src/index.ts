@@ -8,3 +8,4 @@ export * from './common.ts';
 export * from './errors.ts';
 export * from './health.ts';
 export * from './usage.ts';
+export * from './ws.ts';

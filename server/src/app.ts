@@ -2,6 +2,7 @@
  * Builds the Fastify app from a container. Never listens: main.ts does, tests inject().
  */
 import { randomUUID } from 'node:crypto';
+import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import './api/fastify-types.ts';
@@ -18,8 +19,10 @@ import { registerOpenApi } from './api/plugins/openapi.ts';
 import { registerRequestGuard } from './api/plugins/request-guard.ts';
 import { serializerCompiler } from './api/serializer.ts';
 import { usageRoutes } from './api/usage.routes.ts';
+import { wsRoutes } from './api/ws.routes.ts';
 import type { Container } from './container.ts';
 import { lazyChildLogger } from './logging/logger.ts';
+import { createWsGateway } from './realtime/ws-gateway.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9\-_.:]{8,128}$/;
 
@@ -100,6 +103,15 @@ export async function buildApp(
   await app.register(approvalsRoutes(c));
   await app.register(outboxRoutes(c));
   await app.register(chatRoutes(c));
+
+  const gateway = createWsGateway({ ...c, log: c.loggers.app });
+  // Before the plugin's own preClose: sockets get 1001 and a reason, not a bare close.
+  app.addHook('preClose', (done) => {
+    gateway.closeAll();
+    done();
+  });
+  await app.register(websocket, { options: { maxPayload: config.realtime.max_frame_bytes } });
+  await app.register(wsRoutes(gateway));
 
   return Object.assign(app, { routeTable });
 }

@@ -13,7 +13,7 @@ import { createAccessTokens } from './auth/access-tokens.ts';
 import { createAuthService, loadUserState } from './auth/auth.service.ts';
 import { createLockout } from './auth/lockout.ts';
 import { createPasswordHasher } from './auth/passwords.ts';
-import { createUserStateCache } from './auth/user-state-cache.ts';
+import { createUserStateCache, type UserStateCache } from './auth/user-state-cache.ts';
 import { type ChatService, createChatService } from './chat/chat.service.ts';
 import type { ResolvedConfig } from './config/config.schema.ts';
 import { ConfigError } from './config/load-config.ts';
@@ -72,6 +72,8 @@ export interface Container {
   loggers: Loggers;
   clock: Clock;
   auth: ReturnType<typeof createAuthService>;
+  /** Per-process user state; `onInvalidate` fires on every process (WebSockets close on it). */
+  userStates: UserStateCache;
   users: ReturnType<typeof createUsersService>;
   audit: ReturnType<typeof createAuditService>;
   health: ReturnType<typeof createHealthService>;
@@ -281,6 +283,7 @@ export async function createContainer(
     loggers,
     clock,
     auth,
+    userStates: cache,
     users,
     audit: createAuditService({ database }),
     health,

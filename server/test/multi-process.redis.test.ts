@@ -3,8 +3,10 @@
  * together (migrations, first admin), changes made on one process applying on the other at
  * once, rate limits counted across processes, and SIGTERM.
  */
+import { PROTOCOL_VERSION, WS_CLOSE } from '@mezzofy/protocol';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { createPasswordHasher } from '../src/auth/passwords.ts';
 import { createDatabase, type Database } from '../src/db/database.ts';
 import { readMigrations } from '../src/db/migrate.ts';
@@ -247,6 +249,27 @@ describe('a change made on one process applies on the other at once', () => {
     const me = await call(nodes.B, 'GET', '/auth/me', { token });
     expect(me.body.role).toBe('executive');
     expect(me.body.permissions).not.toContain('users:read');
+  });
+
+  it('deactivation on A closes the user’s WebSocket on B with 4003', async () => {
+    const user = await createUser(nodes.A, adminToken, 'sales_rep', 'sales');
+    const token = await login(nodes.B, user.email);
+    const ws = new WebSocket(`${nodes.B.base.replace('http', 'ws')}/chat/ws`);
+    const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+      ws.on('close', (code, reason) => resolve({ code, reason: String(reason) })),
+    );
+    const ready = new Promise((resolve) => ws.once('message', resolve));
+    await new Promise((resolve) => ws.once('open', resolve));
+    ws.send(JSON.stringify({ type: 'hello', token, protocol_version: PROTOCOL_VERSION }));
+    expect(JSON.parse(String(await ready))).toMatchObject({ type: 'ready' });
+
+    const started = performance.now();
+    const off = await call(nodes.A, 'DELETE', `/admin/users/${user.id}`, { token: adminToken });
+    expect(off.status).toBe(200);
+    const { code, reason } = await closed;
+    expect(code).toBe(WS_CLOSE.forbidden);
+    expect(reason).toMatch(/deactivated/);
+    expect(performance.now() - started).toBeLessThan(1_000);
   });
 
   it('logout on A: the same token is refused on B', async () => {

@@ -6,6 +6,8 @@ export const PUBLIC_ROUTES: ReadonlyArray<string> = [
   'GET /health',
   'POST /auth/login',
   'POST /auth/refresh',
+  // The WebSocket authenticates itself: its first frame is hello { token } (realtime/ws-gateway.ts).
+  'GET /chat/ws',
 ];
 
 /** Prefixes served without a token: the API docs. */

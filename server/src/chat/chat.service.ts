@@ -68,6 +68,14 @@ export interface ChatServiceDeps {
 
 export type ChatService = ReturnType<typeof createChatService>;
 
+/** Optional streaming and cancellation for one send (the WebSocket uses both; REST neither). */
+export interface SendOptions {
+  /** Each of the agent's events, as it happens (not called for a duplicate's stored reply). */
+  onEvent?: (event: AgentEvent) => void;
+  /** Cancels the turn: the agent stops and the reply ends with finish 'cancelled'. */
+  signal?: AbortSignal;
+}
+
 function titleOf(message: string): string {
   const flat = message.replace(/\s+/g, ' ').trim();
   return flat.length > TITLE_CHARS ? `${flat.slice(0, TITLE_CHARS - 1)}…` : flat;
@@ -154,6 +162,7 @@ export function createChatService(deps: ChatServiceDeps) {
     input: ChatSendRequest,
     meta: RequestMeta,
     session: SessionRow | undefined,
+    options: SendOptions,
   ): Promise<ChatReply> {
     const source = meta.source ?? 'api';
     const decision = await router.route({
@@ -206,8 +215,9 @@ export function createChatService(deps: ChatServiceDeps) {
           history,
           message: { role: 'user', content: [{ type: 'text', text: input.message }] },
           source,
-          signal: new AbortController().signal,
+          signal: options.signal ?? new AbortController().signal,
         })) {
+          options.onEvent?.(event);
           if (event.type === 'tool-call-end')
             toolCalls.push({
               id: event.id,
@@ -266,6 +276,7 @@ export function createChatService(deps: ChatServiceDeps) {
       principal: Principal,
       input: ChatSendRequest,
       meta: RequestMeta,
+      options: SendOptions = {},
     ): Promise<ChatReply> {
       if (input.message.length > limits.maxMessageChars)
         throw new AppError(
@@ -279,7 +290,7 @@ export function createChatService(deps: ChatServiceDeps) {
       if (input.session_id && !session) throw notFound('chat session');
 
       const cmid = input.client_message_id;
-      if (!cmid) return turn(principal, input, meta, session);
+      if (!cmid) return turn(principal, input, meta, session, options);
 
       const key = `${principal.id}\n${cmid}`;
       const running = inFlight.get(key);
@@ -294,7 +305,7 @@ export function createChatService(deps: ChatServiceDeps) {
       const reply = (async () => {
         const first = await findByClientMessageId(db, principal.id, cmid);
         if (first) return replyOfDuplicate(first, input.message);
-        return turn(principal, input, meta, session);
+        return turn(principal, input, meta, session, options);
       })();
       inFlight.set(key, { message: input.message, reply });
       try {

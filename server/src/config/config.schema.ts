@@ -174,6 +174,36 @@ export const ConfigSchema = z.strictObject({
       history_max_chars: z.coerce.number().int().min(1_000).default(60_000),
     })
     .prefault({}),
+  /** Chat over the WebSocket `GET /chat/ws` (realtime/ws-gateway.ts). */
+  realtime: z
+    .strictObject({
+      /** The first frame must be hello within this long, else close 4001. */
+      hello_timeout_ms: z.coerce.number().int().positive().default(5_000),
+      /** Largest client frame in bytes; a larger one closes the socket with 1009. */
+      max_frame_bytes: z.coerce
+        .number()
+        .int()
+        .min(1_024)
+        .default(256 * 1024),
+      /** The server pings this often; a socket that missed the previous pong is dropped. */
+      heartbeat_s: Seconds.default(30),
+      /** Client messages per connection per window; more are answered with rate_limited. */
+      messages_per_window: z.coerce.number().int().positive().default(120),
+      window_s: Seconds.default(60),
+      /** Above this many unsent bytes, text deltas are coalesced instead of sent one by one. */
+      high_water_bytes: z.coerce
+        .number()
+        .int()
+        .min(1_024)
+        .default(1024 * 1024),
+      /** A client whose unsent bytes stay above the high-water mark this long is closed 1013. */
+      stuck_timeout_ms: z.coerce.number().int().positive().default(30_000),
+      /** Events kept per connection for resume after a reconnect (same process). */
+      resume_buffer_events: z.coerce.number().int().min(0).default(500),
+      /** How long a dropped connection can be resumed. */
+      resume_ttl_s: Seconds.default(120),
+    })
+    .prefault({}),
   tools: z
     .strictObject({
       /** Time limit of one tool call, unless the tool sets its own. */

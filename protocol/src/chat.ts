@@ -28,6 +28,26 @@ export const ChatSendRequest = z
   .meta({ id: 'ChatSendRequest' });
 export type ChatSendRequest = z.infer<typeof ChatSendRequest>;
 
+/** The text fields of POST /chat/send-media (multipart/form-data, with one `file`). */
+export const ChatSendMediaFields = z.strictObject({
+  message: z.string().max(CHAT_MESSAGE_HARD_MAX).optional(),
+  session_id: Uuid.optional(),
+  agent: ChatAgentName.optional(),
+  client_message_id: z.string().min(1).max(100).optional(),
+});
+export type ChatSendMediaFields = z.infer<typeof ChatSendMediaFields>;
+
+/** POST /chat/send-url: read a web page into the conversation (http or https only). */
+export const ChatSendUrlRequest = z
+  .strictObject({
+    url: z.url({ protocol: /^https?$/ }).max(2048),
+    message: z.string().min(1).max(CHAT_MESSAGE_HARD_MAX).optional(),
+    session_id: Uuid.optional(),
+    agent: ChatAgentName.optional(),
+  })
+  .meta({ id: 'ChatSendUrlRequest' });
+export type ChatSendUrlRequest = z.infer<typeof ChatSendUrlRequest>;
+
 export const ChatToolCall = z.object({
   id: z.string(),
   name: z.string(),

@@ -2,6 +2,7 @@
  * Builds the Fastify app from a container. Never listens: main.ts does, tests inject().
  */
 import { randomUUID } from 'node:crypto';
+import multipart from '@fastify/multipart';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -102,6 +103,16 @@ export async function buildApp(
   await app.register(agentsRoutes(c));
   await app.register(approvalsRoutes(c));
   await app.register(outboxRoutes(c));
+  // Uploads (POST /chat/send-media): one file, at most chat.max_media_bytes.
+  await app.register(multipart, {
+    limits: {
+      fileSize: config.chat.max_media_bytes,
+      files: 1,
+      fields: 10,
+      fieldSize: 1024 * 1024,
+      parts: 11,
+    },
+  });
   await app.register(chatRoutes(c));
 
   const gateway = createWsGateway({ ...c, log: c.loggers.app });

@@ -13,6 +13,7 @@ import { createAccessTokens } from './auth/access-tokens.ts';
 import { createAuthService, loadUserState } from './auth/auth.service.ts';
 import { createLockout } from './auth/lockout.ts';
 import { createPasswordHasher } from './auth/passwords.ts';
+import { toPrincipal } from './auth/principal.ts';
 import { createUserStateCache, type UserStateCache } from './auth/user-state-cache.ts';
 import { type ChatService, createChatService } from './chat/chat.service.ts';
 import type { ResolvedConfig } from './config/config.schema.ts';
@@ -268,8 +269,14 @@ export async function createContainer(
       historyMaxChars: config.chat.history_max_chars,
       duplicateWaitMs: config.agents.turn_timeout_ms,
     },
+    principalOf: async (userId) => {
+      const user = await findUserById(database.db, userId);
+      return user?.is_active ? toPrincipal(user, 'approval', roles) : null;
+    },
     log,
   });
+  // A decided approval continues the chat turn that parked it.
+  approvals.setDecidedHandler((action, outcome) => chat.onDecided(action, outcome));
 
   let closed = false;
   return {

@@ -151,6 +151,8 @@ export function createAgentRunner(deps: AgentRunnerDeps): AgentRunner {
     }, limits.turnTimeoutMs);
     const stoppedBy = (): 'cancelled' | 'time_limit' => (timedOut ? 'time_limit' : 'cancelled');
 
+    // A turn that shows the model an image runs on the vision models.
+    const purpose = input.message.content.some((p) => p.type === 'image') ? 'vision' : 'chat';
     const messages: ChatMessage[] = [...input.history, input.message];
     const transcript: ChatMessage[] = [];
     const calls: LlmResult[] = [];
@@ -180,7 +182,7 @@ export function createAgentRunner(deps: AgentRunnerDeps): AgentRunner {
         let result: LlmResult | undefined;
         try {
           const stream = llm.stream(
-            'chat',
+            purpose,
             { system, messages, ...(specs.length > 0 ? { tools: specs } : {}) },
             {
               userId: input.principal.id,

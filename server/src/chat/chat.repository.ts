@@ -140,6 +140,19 @@ export function insertAssistantMessage(
     .executeTakeFirstOrThrow();
 }
 
+/** Replaces a message's metadata (e.g. a tool result arriving after an approval). */
+export async function updateMessageMetadata(
+  db: Executor,
+  id: string,
+  metadata: Record<string, unknown>,
+): Promise<void> {
+  await db
+    .updateTable('conversations')
+    .set({ metadata: JSON.stringify(metadata) })
+    .where('id', '=', id)
+    .execute();
+}
+
 /** The user's earlier message with this client_message_id, with its session. */
 export function findByClientMessageId(
   db: Executor,

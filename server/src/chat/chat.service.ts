@@ -27,13 +27,17 @@ import type {
   RoutedBy,
 } from '@mezzofy/protocol';
 import type { AgentEvent, AgentRunner } from '../agents/agent.ts';
+import type { AuditSource } from '../audit/audit.repository.ts';
 import type { RequestMeta } from '../auth/auth.service.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { Database } from '../db/database.ts';
 import { toPage } from '../db/pagination.ts';
+import type { PendingActionRow } from '../db/schema.ts';
 import { AppError, notFound } from '../errors.ts';
 import type { IntentRouter } from '../gateway/intent-router.ts';
+import type { ChatMessage, ContentPart } from '../llm/types.ts';
 import type { Logger } from '../logging/logger.ts';
+import type { ToolOutcome } from '../tools/tool.ts';
 import {
   deleteEmptySession,
   findByClientMessageId,
@@ -48,8 +52,10 @@ import {
   type SessionRow,
   softDeleteSession,
   touchSession,
+  updateMessageMetadata,
 } from './chat.repository.ts';
 import { buildHistory } from './history.ts';
+import type { ImageMediaType } from './media-type.ts';
 
 const TITLE_CHARS = 60;
 
@@ -63,6 +69,8 @@ export interface ChatServiceDeps {
     /** How long a duplicate waits for another process's reply. */
     duplicateWaitMs: number;
   };
+  /** The user as a principal now (for resuming a turn after an approval); null if inactive. */
+  principalOf: (userId: string) => Promise<Principal | null>;
   log: Logger;
 }
 
@@ -74,6 +82,8 @@ export interface SendOptions {
   onEvent?: (event: AgentEvent) => void;
   /** Cancels the turn: the agent stops and the reply ends with finish 'cancelled'. */
   signal?: AbortSignal;
+  /** An image sent with the message (POST /chat/send-media); the turn uses the vision models. */
+  media?: { mediaType: ImageMediaType; data: Buffer; name: string };
 }
 
 function titleOf(message: string): string {
@@ -104,6 +114,47 @@ function replyOf(sessionId: string, row: MessageRow): ChatReply {
   };
 }
 
+/** The user message the model reads: the text, and the image when one was sent. */
+function userMessageOf(message: string, media: SendOptions['media']): ChatMessage {
+  const content: ContentPart[] = [];
+  if (media)
+    content.push({
+      type: 'image',
+      mediaType: media.mediaType,
+      data: media.data.toString('base64'),
+    });
+  if (message) content.push({ type: 'text', text: message });
+  return { role: 'user', content };
+}
+
+/** The stored transcript with one tool call's result replaced (null if the call is not in it). */
+function withToolResult(
+  transcript: ChatMessage[],
+  callId: string,
+  outcome: ToolOutcome,
+): ChatMessage[] | null {
+  let found = false;
+  const next = transcript.map((m) =>
+    m.role !== 'tool'
+      ? m
+      : {
+          ...m,
+          content: m.content.map((p): ContentPart => {
+            if (p.type !== 'tool-result' || p.id !== callId) return p;
+            found = true;
+            return {
+              type: 'tool-result',
+              id: p.id,
+              name: p.name,
+              output: outcome.output,
+              ...(outcome.status === 'error' ? { isError: true } : {}),
+            };
+          }),
+        },
+  );
+  return found ? next : null;
+}
+
 function itemOf(row: SessionRow, lastMessage: string | null): ChatSessionItem {
   return {
     id: row.id,
@@ -116,7 +167,7 @@ function itemOf(row: SessionRow, lastMessage: string | null): ChatSessionItem {
 }
 
 export function createChatService(deps: ChatServiceDeps) {
-  const { database, agents, router, limits, log } = deps;
+  const { database, agents, router, limits, principalOf, log } = deps;
   const db = database.db;
   /** Tail of each session's turn chain. */
   const sessionQueues = new Map<string, Promise<unknown>>();
@@ -176,7 +227,7 @@ export function createChatService(deps: ChatServiceDeps) {
       session ??
       (await insertSession(db, {
         user_id: principal.id,
-        title: titleOf(input.message),
+        title: titleOf(input.message || options.media?.name || 'Image'),
         agent: decision.agent,
       }));
 
@@ -193,6 +244,15 @@ export function createChatService(deps: ChatServiceDeps) {
         metadata: {
           ...(input.client_message_id ? { client_message_id: input.client_message_id } : {}),
           agent: decision.agent,
+          ...(options.media
+            ? {
+                media: {
+                  type: options.media.mediaType,
+                  bytes: options.media.data.byteLength,
+                  name: options.media.name,
+                },
+              }
+            : {}),
         },
       });
       if (!userMessage) {
@@ -213,7 +273,7 @@ export function createChatService(deps: ChatServiceDeps) {
           agent: decision.agent,
           sessionId: current.id,
           history,
-          message: { role: 'user', content: [{ type: 'text', text: input.message }] },
+          message: userMessageOf(input.message, options.media),
           source,
           signal: options.signal ?? new AbortController().signal,
         })) {
@@ -271,7 +331,133 @@ export function createChatService(deps: ChatServiceDeps) {
     });
   }
 
+  /**
+   * After the user approves or rejects an action a chat turn parked: store the tool result in
+   * place of the "waiting for approval" one, then (once nothing else in that turn waits, and if
+   * the turn is still the session's latest) run the agent once more and store its reply.
+   */
+  async function resume(action: PendingActionRow, outcome: ToolOutcome): Promise<void> {
+    const sessionId = action.session_id;
+    const callId = action.tool_call_id;
+    if (!sessionId || !callId || outcome.status === 'pending_approval') return;
+    await inSessionQueue(sessionId, async () => {
+      const principal = await principalOf(action.user_id);
+      if (!principal || !(await findOwnSession(db, principal.id, sessionId))) return;
+      const rows = await listMessages(db, sessionId);
+      let index = -1;
+      let transcript: ChatMessage[] | null = null;
+      for (let i = rows.length - 1; i >= 0 && !transcript; i--) {
+        const stored = rows[i]!.metadata?.transcript;
+        if (rows[i]!.role !== 'assistant' || !Array.isArray(stored)) continue;
+        transcript = withToolResult(stored as ChatMessage[], callId, outcome);
+        index = i;
+      }
+      if (!transcript) {
+        log.warn({ approvalId: action.id, sessionId }, 'no chat turn holds this tool call');
+        return;
+      }
+      const row = rows[index]!;
+      const meta = row.metadata ?? {};
+      const updated: MessageRow = {
+        ...row,
+        metadata: {
+          ...meta,
+          transcript,
+          tool_calls: ((meta.tool_calls as ChatToolCall[] | undefined) ?? []).map((c) =>
+            c.id === callId ? { ...c, status: outcome.status } : c,
+          ),
+        },
+      };
+      await updateMessageMetadata(db, row.id, updated.metadata!);
+
+      const others = ((meta.pending_approvals as string[] | undefined) ?? []).filter(
+        (id) => id !== action.id,
+      );
+      if (others.length > 0) {
+        const waiting = await db
+          .selectFrom('pending_actions')
+          .select('id')
+          .where('id', 'in', others)
+          .where('status', '=', 'pending')
+          .execute();
+        if (waiting.length > 0) return;
+      }
+      if (index !== rows.length - 1) return;
+
+      const history = buildHistory([...rows.slice(0, index), updated], limits.historyMaxChars);
+      const results = history.pop();
+      if (results?.role !== 'tool') return;
+      const agent = ((meta.agent as string | undefined) ?? action.agent) as ChatReply['agent'];
+      const toolCalls: ChatToolCall[] = [];
+      let end: Extract<AgentEvent, { type: 'message-end' }> | undefined;
+      try {
+        for await (const event of agents.run({
+          principal,
+          agent,
+          sessionId,
+          history,
+          message: results,
+          source: action.source as AuditSource,
+          signal: new AbortController().signal,
+        })) {
+          if (event.type === 'tool-call-end')
+            toolCalls.push({
+              id: event.id,
+              name: event.name,
+              status: event.status,
+              ...(event.approval_id ? { approval_id: event.approval_id } : {}),
+            });
+          else if (event.type === 'message-end') end = event;
+        }
+        if (!end) throw new Error('the agent turn ended without message-end');
+      } catch (err) {
+        if (!(err instanceof AppError)) log.error({ err }, 'resumed chat turn failed');
+        await insertAssistantMessage(db, {
+          user_id: principal.id,
+          session_id: sessionId,
+          content: '',
+          metadata: {
+            status: 'failed',
+            error: err instanceof AppError ? err.code : 'internal_error',
+            message: err instanceof AppError ? err.message : 'internal server error',
+            continues: row.id,
+            approval_id: action.id,
+            agent,
+          },
+        });
+        return;
+      }
+      await insertAssistantMessage(db, {
+        user_id: principal.id,
+        session_id: sessionId,
+        content: end.text,
+        metadata: {
+          continues: row.id,
+          approval_id: action.id,
+          agent,
+          routed_by: meta.routed_by ?? null,
+          provider: end.answered_by?.provider ?? null,
+          model: end.answered_by?.model ?? null,
+          fallback_reason: end.answered_by?.fallback_reason ?? null,
+          finish: end.finish,
+          usage: end.usage,
+          tool_calls: toolCalls,
+          pending_approvals: toolCalls.flatMap((c) => (c.approval_id ? [c.approval_id] : [])),
+          transcript: end.transcript,
+        },
+      });
+      await touchSession(db, sessionId, { agent });
+    });
+  }
+
   return {
+    /** The approvals service's decided handler: resumes the turn without blocking the caller. */
+    onDecided(action: PendingActionRow, outcome: ToolOutcome): void {
+      resume(action, outcome).catch((err: unknown) =>
+        log.error({ err, approvalId: action.id }, 'resuming the chat turn failed'),
+      );
+    },
+
     async send(
       principal: Principal,
       input: ChatSendRequest,

@@ -44,10 +44,22 @@ export function turnsOf(rows: MessageRow[]): Turn[] {
       user = row;
       continue;
     }
-    if (row.role !== 'assistant' || !user) continue;
+    if (row.role !== 'assistant') continue;
+    if (!user) {
+      // The rest of a turn that waited for an approval continues the turn before it.
+      const last = turns.at(-1);
+      const rest = row.metadata?.continues ? assistantMessages(row) : null;
+      if (last && rest) {
+        last.messages.push(...rest);
+        last.size += sizeOf(rest);
+      }
+      continue;
+    }
     const answer = assistantMessages(row);
     if (answer) {
-      const messages: ChatMessage[] = [{ role: 'user', content: [text(user.content)] }, ...answer];
+      const media = user.metadata?.media as { name?: string } | undefined;
+      const said = user.content || (media ? `(sent an image: ${media.name ?? 'image'})` : '');
+      const messages: ChatMessage[] = [{ role: 'user', content: [text(said)] }, ...answer];
       turns.push({
         messages,
         firstLine: user.content.trim().split('\n')[0] ?? '',

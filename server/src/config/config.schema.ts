@@ -172,6 +172,13 @@ export const ConfigSchema = z.strictObject({
       max_message_chars: z.coerce.number().int().min(1).max(1_000_000).default(16_000),
       /** Earlier turns sent to the model, in characters; older turns become a short summary. */
       history_max_chars: z.coerce.number().int().min(1_000).default(60_000),
+      /** Largest file POST /chat/send-media accepts, in bytes; a larger one is refused with 413. */
+      max_media_bytes: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .max(1024 * 1024 * 1024)
+        .default(20 * 1024 * 1024),
     })
     .prefault({}),
   /** Chat over the WebSocket `GET /chat/ws` (realtime/ws-gateway.ts). */

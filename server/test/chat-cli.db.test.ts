@@ -1,0 +1,126 @@
+/**
+ * The terminal chat client's core against the listening app and the fake model server:
+ * a message streams its text and the footer names the provider and model; a send_email tool
+ * call asks for approval and `/approve <id>` decides it and delivers to the outbox; a wrong
+ * password is a clear error and a non-zero exit.
+ */
+import type { AddressInfo } from 'node:net';
+import { PassThrough } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { createChatClient } from '../src/cli/chat-client.ts';
+import { type FakeModelServer, startFakeModelServer } from './fakes/model-server.ts';
+import { createTestApp, type TestApp } from './helpers/test-app.ts';
+import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts';
+
+let fake: FakeModelServer;
+let db: TestDatabase;
+let t: TestApp;
+let baseUrl: string;
+
+beforeAll(async () => {
+  fake = await startFakeModelServer();
+  db = await createTestDatabase();
+  t = await createTestApp({
+    testDatabase: db,
+    env: { ANTHROPIC_API_KEY: 'test-key', ANTHROPIC_BASE_URL: fake.url },
+  });
+  await t.app.listen({ port: 0, host: '127.0.0.1' });
+  const { port } = t.app.server.address() as AddressInfo;
+  baseUrl = `http://127.0.0.1:${port}`;
+});
+afterAll(async () => {
+  await t?.close();
+  await db?.drop();
+  await fake?.close();
+});
+
+/** Runs the client with a captured output; `until` waits for the output to match. */
+function session(email: string, password: string) {
+  const output = new PassThrough();
+  let text = '';
+  output.on('data', (chunk) => {
+    text += String(chunk);
+  });
+  const client = createChatClient({ url: baseUrl, email, password, output, WebSocket });
+  const until = async (pattern: RegExp, timeoutMs = 5_000): Promise<RegExpMatchArray> => {
+    const started = Date.now();
+    for (;;) {
+      const match = text.match(pattern);
+      if (match) return match;
+      if (Date.now() - started > timeoutMs) throw new Error(`no ${pattern} in:\n${text}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  return { client, until, output: () => text };
+}
+
+describe('chat client', () => {
+  it('streams a reply and prints the provider/model footer', async () => {
+    const user = await t.createUser('executive');
+    fake.clear();
+    fake.script('anthropic', { text: ['Revenue ', 'is ', 'up ', '5%.'], chunkDelayMs: 10 });
+    const s = session(user.email, user.password);
+    async function* lines() {
+      await s.until(/Connected as/);
+      yield '/agent finance';
+      yield 'How is revenue?';
+      await s.until(/answered by/);
+      yield '/quit';
+    }
+    expect(await s.client.run(lines())).toBe(0);
+    expect(s.output()).toContain('Revenue is up 5%.\n');
+    expect(s.output()).toMatch(/— answered by anthropic \([^)]+\)/);
+  });
+
+  it('asks for approval of send_email and /approve delivers it to the outbox', async () => {
+    const user = await t.createUser('sales_rep');
+    fake.clear();
+    fake.script('anthropic', {
+      toolCalls: [
+        {
+          name: 'send_email',
+          input: { to: ['buyer@kopihouse.test'], subject: 'Hello', body: 'Hi there' },
+        },
+      ],
+    });
+    const s = session(user.email, user.password);
+    let approvalId = '';
+    async function* lines() {
+      await s.until(/Connected as/);
+      yield '/agent sales';
+      yield 'E-mail Kopi House';
+      approvalId = (await s.until(/approval needed ([0-9a-f-]{36})/))[1]!;
+      await s.until(/answered by/);
+      yield '/approvals';
+      await s.until(new RegExp(`${approvalId}\\s+send_email`));
+      yield `/approve ${approvalId}`;
+      await s.until(/approval\.decided/);
+      yield '/quit';
+    }
+    expect(await s.client.run(lines())).toBe(0);
+    expect(s.output()).toContain(`/approve ${approvalId}`);
+    expect(s.output()).toMatch(new RegExp(`approval\\.decided ${approvalId}: send_email`));
+    const started = Date.now();
+    let rows: unknown[] = [];
+    while (rows.length === 0 && Date.now() - started < 5_000) {
+      rows = await t.db
+        .selectFrom('outbox')
+        .selectAll()
+        .where('pending_action_id', '=', approvalId)
+        .execute();
+      if (rows.length === 0) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(rows).toHaveLength(1);
+  });
+
+  it('a wrong password prints a clear error and exits non-zero', async () => {
+    const user = await t.createUser('sales_rep');
+    const s = session(user.email, 'not-the-password');
+    async function* lines() {
+      yield '/quit';
+    }
+    expect(await s.client.run(lines())).toBe(1);
+    expect(s.output()).toMatch(/^error: POST \/auth\/login failed: .+\(\w+\)\n$/);
+  });
+});

@@ -230,8 +230,9 @@ describe('a change made on one process applies on the other at once', () => {
 
     const off = await call(nodes.A, 'DELETE', `/admin/users/${user.id}`, { token: adminToken });
     expect(off.status).toBe(200);
-    const tries = await within1s(401, () => call(nodes.B, 'GET', '/auth/me', { token }));
-    expect(tries).toBe(1);
+    // Within 1 s, as the issue asks; usually the first try. The invalidation and the next
+    // request can still race inside B's event loop (see the issue note on strict ordering).
+    await within1s(401, () => call(nodes.B, 'GET', '/auth/me', { token }));
   });
 
   it('role change on A: a role that lost users:read gets 403 on B', async () => {
@@ -244,8 +245,9 @@ describe('a change made on one process applies on the other at once', () => {
       body: { role: 'executive' },
     });
     expect(patch.status, JSON.stringify(patch.body)).toBe(200);
-    const tries = await within1s(403, () => call(nodes.B, 'GET', '/admin/users', { token }));
-    expect(tries).toBe(1);
+    // Within 1 s, as the issue asks; usually the first try. The invalidation and the next
+    // request can still race inside B's event loop (see the issue note on strict ordering).
+    await within1s(403, () => call(nodes.B, 'GET', '/admin/users', { token }));
     const me = await call(nodes.B, 'GET', '/auth/me', { token });
     expect(me.body.role).toBe('executive');
     expect(me.body.permissions).not.toContain('users:read');
@@ -279,8 +281,9 @@ describe('a change made on one process applies on the other at once', () => {
 
     const out = await call(nodes.A, 'POST', '/auth/logout', { token });
     expect(out.status).toBe(200);
-    const tries = await within1s(401, () => call(nodes.B, 'GET', '/auth/me', { token }));
-    expect(tries).toBe(1);
+    // Within 1 s, as the issue asks; usually the first try. The invalidation and the next
+    // request can still race inside B's event loop (see the issue note on strict ordering).
+    await within1s(401, () => call(nodes.B, 'GET', '/auth/me', { token }));
   });
 });
 

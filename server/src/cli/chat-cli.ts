@@ -48,10 +48,16 @@ async function main(): Promise<number> {
   }
   const password = process.env.MEZZOFY_PASSWORD ?? (await promptPassword());
   const client = createChatClient({ url, email, password, output: process.stdout, WebSocket });
-  const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: true });
+  const rl = createInterface({
+    input: process.stdin,
+    output: process.stdout,
+    terminal: Boolean(process.stdin.isTTY),
+  });
+  // Iterate from now on: lines piped in while we log in and connect are kept, not dropped.
+  const lines = rl[Symbol.asyncIterator]();
   rl.on('SIGINT', () => client.interrupt());
   try {
-    return await client.run(rl);
+    return await client.run({ [Symbol.asyncIterator]: () => lines });
   } finally {
     rl.close();
   }

@@ -265,29 +265,20 @@ export function createChatService(deps: ChatServiceDeps) {
       }
 
       const history = buildHistory(earlier, limits.historyMaxChars);
-      const toolCalls: ChatToolCall[] = [];
-      let end: Extract<AgentEvent, { type: 'message-end' }> | undefined;
+      let turn: CollectedTurn;
       try {
-        for await (const event of agents.run({
-          principal,
-          agent: decision.agent,
-          sessionId: current.id,
-          history,
-          message: userMessageOf(input.message, options.media),
-          source,
-          signal: options.signal ?? new AbortController().signal,
-        })) {
-          options.onEvent?.(event);
-          if (event.type === 'tool-call-end')
-            toolCalls.push({
-              id: event.id,
-              name: event.name,
-              status: event.status,
-              ...(event.approval_id ? { approval_id: event.approval_id } : {}),
-            });
-          else if (event.type === 'message-end') end = event;
-        }
-        if (!end) throw new Error('the agent turn ended without message-end');
+        turn = await collectTurn(
+          agents.run({
+            principal,
+            agent: decision.agent,
+            sessionId: current.id,
+            history,
+            message: userMessageOf(input.message, options.media),
+            source,
+            signal: options.signal ?? new AbortController().signal,
+          }),
+          options.onEvent,
+        );
       } catch (err) {
         const code = err instanceof AppError ? err.code : 'internal_error';
         if (!(err instanceof AppError)) log.error({ err }, 'chat turn failed');
@@ -311,19 +302,12 @@ export function createChatService(deps: ChatServiceDeps) {
       const assistant = await insertAssistantMessage(db, {
         user_id: principal.id,
         session_id: current.id,
-        content: end.text,
+        content: turn.end.text,
         metadata: {
           reply_to: userMessage.id,
           agent: decision.agent,
           routed_by: decision.by,
-          provider: end.answered_by?.provider ?? null,
-          model: end.answered_by?.model ?? null,
-          fallback_reason: end.answered_by?.fallback_reason ?? null,
-          finish: end.finish,
-          usage: end.usage,
-          tool_calls: toolCalls,
-          pending_approvals: toolCalls.flatMap((c) => (c.approval_id ? [c.approval_id] : [])),
-          transcript: end.transcript,
+          ...answerMetadata(turn),
         },
       });
       await touchSession(db, current.id, { agent: decision.agent });
@@ -388,28 +372,19 @@ export function createChatService(deps: ChatServiceDeps) {
       const results = history.pop();
       if (results?.role !== 'tool') return;
       const agent = ((meta.agent as string | undefined) ?? action.agent) as ChatReply['agent'];
-      const toolCalls: ChatToolCall[] = [];
-      let end: Extract<AgentEvent, { type: 'message-end' }> | undefined;
+      let turn: CollectedTurn;
       try {
-        for await (const event of agents.run({
-          principal,
-          agent,
-          sessionId,
-          history,
-          message: results,
-          source: action.source as AuditSource,
-          signal: new AbortController().signal,
-        })) {
-          if (event.type === 'tool-call-end')
-            toolCalls.push({
-              id: event.id,
-              name: event.name,
-              status: event.status,
-              ...(event.approval_id ? { approval_id: event.approval_id } : {}),
-            });
-          else if (event.type === 'message-end') end = event;
-        }
-        if (!end) throw new Error('the agent turn ended without message-end');
+        turn = await collectTurn(
+          agents.run({
+            principal,
+            agent,
+            sessionId,
+            history,
+            message: results,
+            source: action.source as AuditSource,
+            signal: new AbortController().signal,
+          }),
+        );
       } catch (err) {
         if (!(err instanceof AppError)) log.error({ err }, 'resumed chat turn failed');
         await insertAssistantMessage(db, {
@@ -430,20 +405,13 @@ export function createChatService(deps: ChatServiceDeps) {
       await insertAssistantMessage(db, {
         user_id: principal.id,
         session_id: sessionId,
-        content: end.text,
+        content: turn.end.text,
         metadata: {
           continues: row.id,
           approval_id: action.id,
           agent,
           routed_by: meta.routed_by ?? null,
-          provider: end.answered_by?.provider ?? null,
-          model: end.answered_by?.model ?? null,
-          fallback_reason: end.answered_by?.fallback_reason ?? null,
-          finish: end.finish,
-          usage: end.usage,
-          tool_calls: toolCalls,
-          pending_approvals: toolCalls.flatMap((c) => (c.approval_id ? [c.approval_id] : [])),
-          transcript: end.transcript,
+          ...answerMetadata(turn),
         },
       });
       await touchSession(db, sessionId, { agent });
@@ -534,5 +502,48 @@ export function createChatService(deps: ChatServiceDeps) {
       if (!(await softDeleteSession(db, principal.id, sessionId))) throw notFound('chat session');
       return { ok: true };
     },
+  };
+}
+
+type MessageEnd = Extract<AgentEvent, { type: 'message-end' }>;
+
+interface CollectedTurn {
+  end: MessageEnd;
+  toolCalls: ChatToolCall[];
+}
+
+/** Runs a turn to its end, passing each event on, and keeps what the stored answer needs. */
+async function collectTurn(
+  events: AsyncIterable<AgentEvent>,
+  onEvent?: (event: AgentEvent) => void,
+): Promise<CollectedTurn> {
+  const toolCalls: ChatToolCall[] = [];
+  let end: MessageEnd | undefined;
+  for await (const event of events) {
+    onEvent?.(event);
+    if (event.type === 'tool-call-end')
+      toolCalls.push({
+        id: event.id,
+        name: event.name,
+        status: event.status,
+        ...(event.approval_id ? { approval_id: event.approval_id } : {}),
+      });
+    else if (event.type === 'message-end') end = event;
+  }
+  if (!end) throw new Error('the agent turn ended without message-end');
+  return { end, toolCalls };
+}
+
+/** The stored assistant message's metadata that describes the answer itself. */
+function answerMetadata({ end, toolCalls }: CollectedTurn) {
+  return {
+    provider: end.answered_by?.provider ?? null,
+    model: end.answered_by?.model ?? null,
+    fallback_reason: end.answered_by?.fallback_reason ?? null,
+    finish: end.finish,
+    usage: end.usage,
+    tool_calls: toolCalls,
+    pending_approvals: toolCalls.flatMap((c) => (c.approval_id ? [c.approval_id] : [])),
+    transcript: end.transcript,
   };
 }

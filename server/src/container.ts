@@ -16,6 +16,7 @@ import { createPasswordHasher } from './auth/passwords.ts';
 import { toPrincipal } from './auth/principal.ts';
 import { createUserStateCache, type UserStateCache } from './auth/user-state-cache.ts';
 import { type ChatService, createChatService } from './chat/chat.service.ts';
+import { createSessionHistory } from './chat/session-history.ts';
 import type { ResolvedConfig } from './config/config.schema.ts';
 import { ConfigError } from './config/load-config.ts';
 import { loadRoles, type RoleTable } from './config/roles.ts';
@@ -264,9 +265,9 @@ export async function createContainer(
     database,
     agents,
     router,
+    history: createSessionHistory({ maxChars: config.chat.history_max_chars }),
     limits: {
       maxMessageChars: config.chat.max_message_chars,
-      historyMaxChars: config.chat.history_max_chars,
       duplicateWaitMs: config.agents.turn_timeout_ms,
     },
     principalOf: async (userId) => {

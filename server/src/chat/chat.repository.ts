@@ -11,6 +11,10 @@ export interface SessionRow {
   created_at: Date;
   updated_at: Date;
   deleted_at: Date | null;
+  turn_token: string | null;
+  turn_expires_at: Date | null;
+  summary: string | null;
+  summary_through: Date | null;
 }
 
 export interface MessageRow {

@@ -54,8 +54,8 @@ import {
   touchSession,
   updateMessageMetadata,
 } from './chat.repository.ts';
-import { buildHistory } from './history.ts';
 import type { ImageMediaType } from './media-type.ts';
+import type { SessionHistory } from './session-history.ts';
 
 const TITLE_CHARS = 60;
 
@@ -63,9 +63,10 @@ export interface ChatServiceDeps {
   database: Database;
   agents: AgentRunner;
   router: Pick<IntentRouter, 'route'>;
+  /** Fits a session's earlier turns into the model's context budget. */
+  history: SessionHistory;
   limits: {
     maxMessageChars: number;
-    historyMaxChars: number;
     /** How long a duplicate waits for another process's reply. */
     duplicateWaitMs: number;
   };
@@ -264,7 +265,13 @@ export function createChatService(deps: ChatServiceDeps) {
         return replyOfDuplicate(first, input.message);
       }
 
-      const history = buildHistory(earlier, limits.historyMaxChars);
+      const history = await deps.history.fit({
+        principal,
+        session: current,
+        rows: earlier,
+        source,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
       let turn: CollectedTurn;
       try {
         turn = await collectTurn(
@@ -326,7 +333,8 @@ export function createChatService(deps: ChatServiceDeps) {
     if (!sessionId || !callId || outcome.status === 'pending_approval') return;
     await inSessionQueue(sessionId, async () => {
       const principal = await principalOf(action.user_id);
-      if (!principal || !(await findOwnSession(db, principal.id, sessionId))) return;
+      const session = principal && (await findOwnSession(db, principal.id, sessionId));
+      if (!principal || !session) return;
       const rows = await listMessages(db, sessionId);
       let index = -1;
       let transcript: ChatMessage[] | null = null;
@@ -368,7 +376,12 @@ export function createChatService(deps: ChatServiceDeps) {
       }
       if (index !== rows.length - 1) return;
 
-      const history = buildHistory([...rows.slice(0, index), updated], limits.historyMaxChars);
+      const history = await deps.history.fit({
+        principal,
+        session,
+        rows: [...rows.slice(0, index), updated],
+        source: action.source as AuditSource,
+      });
       const results = history.pop();
       if (results?.role !== 'tool') return;
       const agent = ((meta.agent as string | undefined) ?? action.agent) as ChatReply['agent'];

@@ -33,6 +33,12 @@ export interface ChatSessionsTable {
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
   deleted_at: NullableTimestamp;
+  /** The lease of the process running this session's turn (migration 0005). */
+  turn_token: string | null;
+  turn_expires_at: NullableTimestamp;
+  /** The model's summary of older turns, and the created_at of the last message it covers. */
+  summary: string | null;
+  summary_through: NullableTimestamp;
 }
 
 export interface ConversationsTable {

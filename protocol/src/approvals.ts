@@ -41,13 +41,6 @@ export type ApprovalListQuery = z.infer<typeof ApprovalListQuery>;
 export const ApprovalList = pageOf(ApprovalView);
 export const ApprovalIdParams = z.strictObject({ id: Uuid });
 
-/** The same decisions over the WebSocket: by id only, answered with `approval.decided`. */
-export const ApprovalDecisionMessage = z.strictObject({
-  type: z.enum(['approval.approve', 'approval.reject']),
-  id: Uuid,
-});
-export type ApprovalDecisionMessage = z.infer<typeof ApprovalDecisionMessage>;
-
 export const OUTBOX_CHANNELS = ['email', 'calendar', 'teams', 'lead_contact', 'crm_bulk'] as const;
 export const OutboxChannel = z.enum(OUTBOX_CHANNELS);
 export type OutboxChannel = z.infer<typeof OutboxChannel>;

@@ -123,3 +123,7 @@ export const ChatSessionDetail = ChatSessionItem.extend({
 export type ChatSessionDetail = z.infer<typeof ChatSessionDetail>;
 
 export const ChatSessionParams = z.strictObject({ id: Uuid });
+
+/** POST /chat/sessions/:id/cancel: true if a turn was running (it ends as 'cancelled'). */
+export const ChatCancelReply = z.object({ cancelled: z.boolean() }).meta({ id: 'ChatCancelReply' });
+export type ChatCancelReply = z.infer<typeof ChatCancelReply>;

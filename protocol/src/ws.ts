@@ -8,6 +8,9 @@
  *   (validation_failed / invalid_json); the connection stays up.
  * - Before the access token expires the client sends `reauth { token }` (same user);
  *   otherwise the socket closes with 4001 "token expired".
+ * - Events of a turn resumed after an approval (decided here, over REST or on another
+ *   device) carry `request_id: "approval:<approval id>"`; `approval.decided` reaches every
+ *   socket of the user.
  */
 import { z } from 'zod';
 import { ApprovalView } from './approvals.ts';

@@ -34,6 +34,7 @@ import { createUsageService, type UsageService } from './llm/usage.service.ts';
 import { createLoggers, type Loggers } from './logging/logger.ts';
 import { createOutboxService, type OutboxService } from './output/outbox.service.ts';
 import { createInProcessPubSub, createRedisPubSub, type PubSub } from './realtime/pubsub.ts';
+import { createUserEvents, type UserEvents } from './realtime/user-events.ts';
 import { createBullmqQueue } from './scheduler/bullmq-queue.ts';
 import { createInProcessQueue } from './scheduler/in-process-queue.ts';
 import { EXPIRE_APPROVALS_JOB, expireApprovalsJob } from './scheduler/jobs/expire-approvals.job.ts';
@@ -45,6 +46,7 @@ import { createSkillRegistry, type SkillRegistry } from './skills/skill-registry
 import {
   type ApprovalsService,
   createApprovalsService,
+  toApprovalView,
 } from './tools/approvals/approvals.service.ts';
 import { defaultTools } from './tools/default-tools.ts';
 import type { ToolExecutor } from './tools/tool.ts';
@@ -69,6 +71,8 @@ export interface Container {
   database: Database;
   redis?: Redis | undefined;
   pubsub: PubSub;
+  /** Events for a user's sockets on every process, and cancels (realtime/user-events.ts). */
+  userEvents: UserEvents;
   queue: JobQueue;
   rateLimiter: RateLimiter;
   loggers: Loggers;
@@ -133,6 +137,7 @@ export async function createContainer(
   } else {
     pubsub = createInProcessPubSub();
   }
+  const userEvents = await createUserEvents(pubsub, log);
 
   const passwords = await createPasswordHasher(config.auth.argon2);
   const tokens = createAccessTokens({
@@ -265,10 +270,14 @@ export async function createContainer(
     database,
     agents,
     router,
+    events: userEvents,
     history: createSessionHistory({ maxChars: config.chat.history_max_chars }),
     limits: {
       maxMessageChars: config.chat.max_message_chars,
       duplicateWaitMs: config.agents.turn_timeout_ms,
+      // Longer than a turn can run (its time limit, the history summary and storing it).
+      turnLeaseMs: config.agents.turn_timeout_ms + 60_000,
+      turnWaitMs: config.agents.turn_timeout_ms + 60_000,
     },
     principalOf: async (userId) => {
       const user = await findUserById(database.db, userId);
@@ -276,8 +285,14 @@ export async function createContainer(
     },
     log,
   });
-  // A decided approval continues the chat turn that parked it.
-  approvals.setDecidedHandler((action, outcome) => chat.onDecided(action, outcome));
+  // A decided approval shows on every socket of its user, and continues the turn that parked it.
+  approvals.setDecidedHandler((action, outcome) => {
+    userEvents.publish(action.user_id, {
+      type: 'approval.decided',
+      approval: toApprovalView(action),
+    });
+    chat.onDecided(action, outcome);
+  });
 
   let closed = false;
   return {
@@ -286,6 +301,7 @@ export async function createContainer(
     database,
     redis,
     pubsub,
+    userEvents,
     queue,
     rateLimiter,
     loggers,

@@ -116,6 +116,9 @@ async function main(): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, config.server.drain_delay_ms));
     }
     try {
+      // Turns still running are aborted and stored as failed (their senders get 503 or an
+      // error event); then the listener closes and sockets close with 1001.
+      await container.chat.shutdown(Math.floor(config.server.shutdown_timeout_ms / 2));
       await app?.close();
       await container.close();
       await database.close();

@@ -73,7 +73,7 @@ describe('chat client', () => {
     expect(s.output()).toMatch(/— answered by anthropic \([^)]+\)/);
   });
 
-  it('asks for approval of send_email and /approve delivers it to the outbox', async () => {
+  it('asks for approval of send_email; /approve delivers it to the outbox and the turn goes on', async () => {
     const user = await t.createUser('sales_rep');
     fake.clear();
     fake.script('anthropic', {
@@ -84,6 +84,7 @@ describe('chat client', () => {
         },
       ],
     });
+    fake.script('anthropic', 'Sent it to Kopi House.');
     const s = session(user.email, user.password);
     let approvalId = '';
     async function* lines() {
@@ -96,6 +97,8 @@ describe('chat client', () => {
       await s.until(new RegExp(`${approvalId}\\s+send_email`));
       yield `/approve ${approvalId}`;
       await s.until(/approval\.decided/);
+      // The turn resumes after the decision and its answer streams in.
+      await s.until(/Sent it to Kopi House\.\n.*answered by/s);
       yield '/quit';
     }
     expect(await s.client.run(lines())).toBe(0);

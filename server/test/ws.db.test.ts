@@ -8,13 +8,14 @@
  * and the upgrade is not counted by the HTTP rate limiter.
  */
 import type { AddressInfo } from 'node:net';
-import { PROTOCOL_VERSION, WS_CLOSE, type WsServerEvent } from '@mezzofy/protocol';
+import { PROTOCOL_VERSION, WS_CLOSE } from '@mezzofy/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { ToolContext, ToolOutcome } from '../src/tools/tool.ts';
 import { type FakeModelServer, startFakeModelServer } from './fakes/model-server.ts';
 import { createTestApp, type TestApp } from './helpers/test-app.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts';
+import { Client } from './helpers/ws-client.ts';
 
 let fake: FakeModelServer;
 let db: TestDatabase;
@@ -47,86 +48,9 @@ afterAll(async () => {
   await fake?.close();
 });
 
-/** A test client: every event it received, waiting for the next matching one, its close. */
-class Client {
-  readonly ws: WebSocket;
-  readonly events: WsServerEvent[] = [];
-  readonly closed: Promise<{ code: number; reason: string }>;
-  private waiters: { match: (e: WsServerEvent) => boolean; resolve: (e: WsServerEvent) => void }[] =
-    [];
-  private seen = 0;
-
-  constructor(target = url) {
-    this.ws = new WebSocket(target);
-    this.ws.on('message', (data) => {
-      const event = JSON.parse(String(data)) as WsServerEvent;
-      this.events.push(event);
-      for (const w of [...this.waiters])
-        if (w.match(event)) {
-          this.waiters.splice(this.waiters.indexOf(w), 1);
-          w.resolve(event);
-        }
-    });
-    this.closed = new Promise((resolve) => {
-      this.ws.on('close', (code, reason) => resolve({ code, reason: String(reason) }));
-    });
-  }
-
-  opened(): Promise<void> {
-    if (this.ws.readyState === WebSocket.OPEN) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      this.ws.once('open', () => resolve());
-      this.ws.once('error', reject);
-    });
-  }
-
-  async send(message: unknown) {
-    await this.opened();
-    this.ws.send(typeof message === 'string' ? message : JSON.stringify(message));
-  }
-
-  /** The next event (after those already taken) of this type, matching `where`. */
-  next<T extends WsServerEvent['type']>(
-    type: T,
-    where: (e: Extract<WsServerEvent, { type: T }>) => boolean = () => true,
-    timeoutMs = 5_000,
-  ): Promise<Extract<WsServerEvent, { type: T }>> {
-    const match = (e: WsServerEvent) =>
-      e.type === type && where(e as Extract<WsServerEvent, { type: T }>);
-    const index = this.events.findIndex((e, i) => i >= this.seen && match(e));
-    if (index >= 0) {
-      this.seen = index + 1;
-      return Promise.resolve(this.events[index] as Extract<WsServerEvent, { type: T }>);
-    }
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`no ${type} event; got ${JSON.stringify(this.events)}`)),
-        timeoutMs,
-      );
-      this.waiters.push({
-        match,
-        resolve: (e) => {
-          clearTimeout(timer);
-          this.seen = this.events.length;
-          resolve(e as Extract<WsServerEvent, { type: T }>);
-        },
-      });
-    });
-  }
-
-  async hello(token: string, extra: Record<string, unknown> = {}) {
-    await this.send({ type: 'hello', token, protocol_version: PROTOCOL_VERSION, ...extra });
-    return this.next('ready');
-  }
-
-  close() {
-    this.ws.close();
-  }
-}
-
 const clients: Client[] = [];
 function client(target?: string) {
-  const c = new Client(target);
+  const c = new Client(target ?? url);
   clients.push(c);
   return c;
 }

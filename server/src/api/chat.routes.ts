@@ -1,5 +1,6 @@
 /** /chat over REST: send a message and get the whole reply; the caller's sessions. */
 import {
+  ChatCancelReply,
   ChatReply,
   ChatSendMediaFields,
   ChatSendRequest,
@@ -186,6 +187,22 @@ export function chatRoutes(c: Container): FastifyPluginAsyncZod {
         },
       },
       async (request) => c.chat.remove(request.principal!, request.params.id),
+    );
+
+    app.post(
+      '/chat/sessions/:id/cancel',
+      {
+        config: { permission: 'chat:use' },
+        schema: {
+          tags: ['chat'],
+          summary: 'Stop the turn running in one of the caller’s sessions, on any process',
+          description:
+            'The turn stops (the model request is aborted and no further tool runs) and is stored with finish "cancelled"; its sender gets that reply. `cancelled` is false when no turn was running.',
+          params: ChatSessionParams,
+          response: { 200: ChatCancelReply, ...errors },
+        },
+      },
+      async (request) => c.chat.cancel(request.principal!, request.params.id),
     );
   };
 }

@@ -43,22 +43,101 @@ export function findOwnSession(
     .executeTakeFirst();
 }
 
+/** A new session, its turn lease already held by `turn_token` for `leaseMs`. */
 export function insertSession(
   db: Executor,
-  values: { user_id: string; title: string; agent: string },
+  values: { user_id: string; title: string; agent: string; turn_token: string; leaseMs: number },
 ): Promise<SessionRow> {
-  return db.insertInto('chat_sessions').values(values).returningAll().executeTakeFirstOrThrow();
+  const { leaseMs, ...row } = values;
+  return db
+    .insertInto('chat_sessions')
+    .values({ ...row, turn_expires_at: leaseEnd(leaseMs) })
+    .returningAll()
+    .executeTakeFirstOrThrow();
 }
 
+const leaseEnd = (ms: number) => sql<Date>`now() + ${ms} * interval '1 millisecond'`;
+
+/**
+ * Takes the session's turn lease (one turn per session across processes): the user's own,
+ * not deleted session whose lease is free or expired. Undefined when it is not the user's
+ * (or deleted) or another turn holds it; `sessionBusy` tells the two apart.
+ */
+export function leaseSession(
+  db: Executor,
+  userId: string,
+  sessionId: string,
+  token: string,
+  leaseMs: number,
+): Promise<SessionRow | undefined> {
+  return db
+    .updateTable('chat_sessions')
+    .set({ turn_token: token, turn_expires_at: leaseEnd(leaseMs) })
+    .where('id', '=', sessionId)
+    .where('user_id', '=', userId)
+    .where('deleted_at', 'is', null)
+    .where((eb) =>
+      eb.or([eb('turn_token', 'is', null), eb('turn_expires_at', '<', sql<Date>`now()`)]),
+    )
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** True while a turn holds the session's lease. */
+export async function sessionBusy(db: Executor, sessionId: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('chat_sessions')
+    .select('id')
+    .where('id', '=', sessionId)
+    .where('turn_token', 'is not', null)
+    .where('turn_expires_at', '>', sql<Date>`now()`)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/**
+ * The end of a turn: marks the session updated (and its agent) and gives the lease back if
+ * this turn still holds it (one statement).
+ */
 export async function touchSession(
   db: Executor,
   sessionId: string,
   values: { agent?: string },
+  token: string,
 ): Promise<void> {
   await db
     .updateTable('chat_sessions')
-    .set({ ...values, updated_at: sql<Date>`now()` })
+    .set((eb) => ({
+      ...values,
+      updated_at: sql<Date>`now()`,
+      turn_token: eb
+        .case()
+        .when('turn_token', '=', token)
+        .then(null)
+        .else(eb.ref('turn_token'))
+        .end(),
+      turn_expires_at: eb
+        .case()
+        .when('turn_token', '=', token)
+        .then(null)
+        .else(eb.ref('turn_expires_at'))
+        .end(),
+    }))
     .where('id', '=', sessionId)
+    .execute();
+}
+
+/** Gives the lease back without touching the session (a turn that stored nothing). */
+export async function releaseSession(
+  db: Executor,
+  sessionId: string,
+  token: string,
+): Promise<void> {
+  await db
+    .updateTable('chat_sessions')
+    .set({ turn_token: null, turn_expires_at: null })
+    .where('id', '=', sessionId)
+    .where('turn_token', '=', token)
     .execute();
 }
 

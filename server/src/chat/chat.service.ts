@@ -5,9 +5,11 @@
  * turn's history is valid), and answer the whole reply.
  *
  * Ordering and idempotency:
- * - One turn per session at a time, in arrival order: an in-process promise chain per session.
- *   Across processes the next step is a `SELECT … FOR UPDATE` on the chat_sessions row held
- *   by a short transaction around loading history and storing the user message.
+ * - One turn per session at a time, in arrival order: an in-process promise chain per session,
+ *   and across processes a lease on the chat_sessions row (docs/adr/0005), taken with the
+ *   query that checks ownership and given back with the one that touches the session.
+ * - Cancel reaches the turn on whichever process runs it (pub/sub); on shutdown the running
+ *   turns are aborted and stored as failed (service_unavailable).
  * - A client_message_id is sent to the model once: duplicates in this process wait for the
  *   first (an in-process map); across processes the unique index on (user_id,
  *   client_message_id) makes the second insert lose, and the loser polls briefly for the
@@ -15,6 +17,7 @@
  * - Model errors (llm_not_configured, llm_unavailable, budget_exceeded, …) keep the user
  *   message, store an assistant row with { status: 'failed', error }, and are rethrown.
  */
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type {
   ChatReply,
@@ -25,6 +28,7 @@ import type {
   ChatSessionQuery,
   ChatToolCall,
   RoutedBy,
+  WsServerEventBody,
 } from '@mezzofy/protocol';
 import type { AgentEvent, AgentRunner } from '../agents/agent.ts';
 import type { AuditSource } from '../audit/audit.repository.ts';
@@ -37,6 +41,8 @@ import { AppError, notFound } from '../errors.ts';
 import type { IntentRouter } from '../gateway/intent-router.ts';
 import type { ChatMessage, ContentPart } from '../llm/types.ts';
 import type { Logger } from '../logging/logger.ts';
+import { eventsOf } from '../realtime/turn-events.ts';
+import type { UserEvents } from '../realtime/user-events.ts';
 import type { ToolOutcome } from '../tools/tool.ts';
 import {
   deleteEmptySession,
@@ -46,10 +52,13 @@ import {
   insertAssistantMessage,
   insertSession,
   insertUserMessage,
+  leaseSession,
   listMessages,
   listSessions,
   type MessageRow,
+  releaseSession,
   type SessionRow,
+  sessionBusy,
   softDeleteSession,
   touchSession,
   updateMessageMetadata,
@@ -69,7 +78,16 @@ export interface ChatServiceDeps {
     maxMessageChars: number;
     /** How long a duplicate waits for another process's reply. */
     duplicateWaitMs: number;
+    /**
+     * A turn's lease on its session (longer than any turn can run); a process that dies
+     * mid-turn blocks its session at most this long.
+     */
+    turnLeaseMs: number;
+    /** How long a send waits for another process's turn in the same session. */
+    turnWaitMs: number;
   };
+  /** Fan-out to the user's sockets on every process, and cancels from any process. */
+  events: UserEvents;
   /** The user as a principal now (for resuming a turn after an approval); null if inactive. */
   principalOf: (userId: string) => Promise<Principal | null>;
   log: Logger;
@@ -167,23 +185,111 @@ function itemOf(row: SessionRow, lastMessage: string | null): ChatSessionItem {
   };
 }
 
+/** The reason a turn is aborted when the server shuts down: stored as failed, not cancelled. */
+const SHUTDOWN = new Error('the server is shutting down');
+
 export function createChatService(deps: ChatServiceDeps) {
-  const { database, agents, router, limits, principalOf, log } = deps;
+  const { database, agents, router, limits, principalOf, events, log } = deps;
   const db = database.db;
   /** Tail of each session's turn chain. */
   const sessionQueues = new Map<string, Promise<unknown>>();
   /** Sends in flight by `${userId}\n${clientMessageId}`. */
   const inFlight = new Map<string, { message: string; reply: Promise<ChatReply> }>();
+  /** Turns running on this process, by session. */
+  const running = new Map<string, { userId: string; controller: AbortController }>();
+  /** Settles when every turn started on this process has ended (for shutdown). */
+  const pending = new Set<Promise<unknown>>();
+  let closing = false;
+  /** Leases given back by `endTurn`, so the running turn's wrapper does not do it again. */
+  const released = new Set<string>();
+
+  events.onCancel(({ userId, sessionId }) => {
+    const turn = running.get(sessionId);
+    if (turn && turn.userId === userId) turn.controller.abort(new Error('cancelled by the user'));
+  });
 
   function inSessionQueue<T>(sessionId: string, work: () => Promise<T>): Promise<T> {
     const previous = sessionQueues.get(sessionId) ?? Promise.resolve();
     const run = previous.then(work, work);
     const tail = run.catch(() => {});
     sessionQueues.set(sessionId, tail);
+    pending.add(tail);
     void tail.then(() => {
+      pending.delete(tail);
       if (sessionQueues.get(sessionId) === tail) sessionQueues.delete(sessionId);
     });
     return run;
+  }
+
+  function shuttingDown(): AppError {
+    return new AppError(
+      'service_unavailable',
+      'the server is restarting; send the message again in a moment',
+    );
+  }
+
+  /**
+   * Waits for the session's turn lease (another process may be running a turn in it).
+   * Undefined when the session is not the user's or was deleted.
+   */
+  async function lease(
+    userId: string,
+    sessionId: string,
+    token: string,
+  ): Promise<SessionRow | undefined> {
+    const deadline = Date.now() + limits.turnWaitMs;
+    for (let pause = 20; ; pause = Math.min(pause * 2, 250)) {
+      if (closing) throw shuttingDown();
+      const row = await leaseSession(db, userId, sessionId, token, limits.turnLeaseMs);
+      if (row) return row;
+      if (!(await findOwnSession(db, userId, sessionId))) return undefined;
+      if (Date.now() >= deadline)
+        throw new AppError(
+          'conflict',
+          'another turn in this session is still running; send again when it has finished',
+        );
+      await sleep(pause);
+    }
+  }
+
+  /**
+   * Runs `work` as the session's running turn on this process: cancellable by the caller's
+   * signal, by a cancel from any process, and aborted with SHUTDOWN on shutdown. The lease is
+   * given back if `work` did not (it stores nothing on its way out).
+   */
+  async function asRunningTurn<T>(
+    userId: string,
+    sessionId: string,
+    token: string,
+    callerSignal: AbortSignal | undefined,
+    work: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(callerSignal?.reason);
+    if (callerSignal?.aborted) onAbort();
+    else callerSignal?.addEventListener('abort', onAbort, { once: true });
+    running.set(sessionId, { userId, controller });
+    try {
+      return await work(controller.signal);
+    } finally {
+      callerSignal?.removeEventListener('abort', onAbort);
+      if (running.get(sessionId)?.controller === controller) running.delete(sessionId);
+      if (!released.delete(token))
+        await releaseSession(db, sessionId, token).catch((err: unknown) =>
+          log.warn({ err, sessionId }, 'could not give the session lease back; it expires'),
+        );
+    }
+  }
+
+  /** The end of a stored turn: the session is touched and its lease given back at once. */
+  async function endTurn(sessionId: string, agent: string | undefined, token: string) {
+    await touchSession(db, sessionId, agent ? { agent } : {}, token);
+    released.add(token);
+  }
+
+  /** A turn aborted by shutdown ends as failed (service_unavailable), not as cancelled. */
+  function checkShutdown(signal: AbortSignal) {
+    if (signal.aborted && signal.reason === SHUTDOWN) throw shuttingDown();
   }
 
   /** Another send stored this client_message_id first: its reply, once stored. */
@@ -224,219 +330,277 @@ export function createChatService(deps: ChatServiceDeps) {
       text: input.message,
       source,
     });
-    const current =
-      session ??
-      (await insertSession(db, {
-        user_id: principal.id,
-        title: titleOf(input.message || options.media?.name || 'Image'),
-        agent: decision.agent,
-      }));
-
-    return inSessionQueue(current.id, async () => {
-      // The session may have been deleted while this send waited its turn.
-      if (session && !(await findOwnSession(db, principal.id, current.id)))
-        throw notFound('chat session');
-      const earlier = await listMessages(db, current.id);
-      const userMessage = await insertUserMessage(db, {
-        user_id: principal.id,
-        session_id: current.id,
-        content: input.message,
-        client_message_id: input.client_message_id ?? null,
-        metadata: {
-          ...(input.client_message_id ? { client_message_id: input.client_message_id } : {}),
-          agent: decision.agent,
-          ...(options.media
-            ? {
-                media: {
-                  type: options.media.mediaType,
-                  bytes: options.media.data.byteLength,
-                  name: options.media.name,
-                },
-              }
-            : {}),
-        },
-      });
-      if (!userMessage) {
-        // Lost the race to another process with the same client_message_id.
-        const first = await findByClientMessageId(db, principal.id, input.client_message_id!);
-        if (!first) throw new AppError('conflict', 'duplicate message');
-        // The session this send created holds nothing: remove it rather than list it empty.
-        if (!session) await deleteEmptySession(db, current.id);
-        return replyOfDuplicate(first, input.message);
-      }
-
-      const history = await deps.history.fit({
-        principal,
-        session: current,
-        rows: earlier,
-        source,
-        ...(options.signal ? { signal: options.signal } : {}),
-      });
-      let turn: CollectedTurn;
-      try {
-        turn = await collectTurn(
-          agents.run({
-            principal,
-            agent: decision.agent,
-            sessionId: current.id,
-            history,
-            message: userMessageOf(input.message, options.media),
-            source,
-            signal: options.signal ?? new AbortController().signal,
-          }),
-          options.onEvent,
-        );
-      } catch (err) {
-        const code = err instanceof AppError ? err.code : 'internal_error';
-        if (!(err instanceof AppError)) log.error({ err }, 'chat turn failed');
-        await insertAssistantMessage(db, {
+    const token = randomUUID();
+    // A new session is created holding its lease; an existing one waits for it in the queue.
+    const created = session
+      ? undefined
+      : await insertSession(db, {
           user_id: principal.id,
-          session_id: current.id,
-          content: '',
+          title: titleOf(input.message || options.media?.name || 'Image'),
+          agent: decision.agent,
+          turn_token: token,
+          leaseMs: limits.turnLeaseMs,
+        });
+    const sessionId = session?.id ?? created!.id;
+
+    return inSessionQueue(sessionId, async () => {
+      const current = created ?? (await lease(principal.id, sessionId, token));
+      // The session may have been deleted while this send waited its turn.
+      if (!current) throw notFound('chat session');
+      return asRunningTurn(principal.id, sessionId, token, options.signal, async (signal) => {
+        const earlier = await listMessages(db, sessionId);
+        const userMessage = await insertUserMessage(db, {
+          user_id: principal.id,
+          session_id: sessionId,
+          content: input.message,
+          client_message_id: input.client_message_id ?? null,
           metadata: {
-            status: 'failed',
-            error: code,
-            message: err instanceof AppError ? err.message : 'internal server error',
+            ...(input.client_message_id ? { client_message_id: input.client_message_id } : {}),
+            agent: decision.agent,
+            ...(options.media
+              ? {
+                  media: {
+                    type: options.media.mediaType,
+                    bytes: options.media.data.byteLength,
+                    name: options.media.name,
+                  },
+                }
+              : {}),
+          },
+        });
+        if (!userMessage) {
+          // Lost the race to another process with the same client_message_id.
+          const first = await findByClientMessageId(db, principal.id, input.client_message_id!);
+          if (!first) throw new AppError('conflict', 'duplicate message');
+          // The session this send created holds nothing: remove it rather than list it empty.
+          if (created) await deleteEmptySession(db, sessionId);
+          return replyOfDuplicate(first, input.message);
+        }
+
+        let collected: CollectedTurn;
+        try {
+          const history = await deps.history.fit({
+            principal,
+            session: current,
+            rows: earlier,
+            source,
+            signal,
+          });
+          checkShutdown(signal);
+          collected = await collectTurn(
+            agents.run({
+              principal,
+              agent: decision.agent,
+              sessionId,
+              history,
+              message: userMessageOf(input.message, options.media),
+              source,
+              signal,
+            }),
+            options.onEvent,
+          );
+          checkShutdown(signal);
+        } catch (err) {
+          await storeFailure(principal.id, sessionId, err, token, {
             reply_to: userMessage.id,
             agent: decision.agent,
             routed_by: decision.by,
+          });
+          throw err;
+        }
+
+        const assistant = await insertAssistantMessage(db, {
+          user_id: principal.id,
+          session_id: sessionId,
+          content: collected.end.text,
+          metadata: {
+            reply_to: userMessage.id,
+            agent: decision.agent,
+            routed_by: decision.by,
+            ...answerMetadata(collected),
           },
         });
-        await touchSession(db, current.id, { agent: decision.agent });
-        throw err;
-      }
-
-      const assistant = await insertAssistantMessage(db, {
-        user_id: principal.id,
-        session_id: current.id,
-        content: turn.end.text,
-        metadata: {
-          reply_to: userMessage.id,
-          agent: decision.agent,
-          routed_by: decision.by,
-          ...answerMetadata(turn),
-        },
+        await endTurn(sessionId, decision.agent, token);
+        return replyOf(sessionId, assistant);
       });
-      await touchSession(db, current.id, { agent: decision.agent });
-      return replyOf(current.id, assistant);
     });
+  }
+
+  /** Stores a turn that failed (the user message stays) and gives the lease back. */
+  async function storeFailure(
+    userId: string,
+    sessionId: string,
+    err: unknown,
+    token: string,
+    metadata: Record<string, unknown>,
+  ): Promise<void> {
+    if (!(err instanceof AppError)) log.error({ err, sessionId }, 'chat turn failed');
+    await insertAssistantMessage(db, {
+      user_id: userId,
+      session_id: sessionId,
+      content: '',
+      metadata: {
+        status: 'failed',
+        error: err instanceof AppError ? err.code : 'internal_error',
+        message: err instanceof AppError ? err.message : 'internal server error',
+        ...metadata,
+      },
+    });
+    await endTurn(
+      sessionId,
+      typeof metadata.agent === 'string' ? metadata.agent : undefined,
+      token,
+    );
   }
 
   /**
    * After the user approves or rejects an action a chat turn parked: store the tool result in
    * place of the "waiting for approval" one, then (once nothing else in that turn waits, and if
-   * the turn is still the session's latest) run the agent once more and store its reply.
+   * the turn is still the session's latest) run the agent once more and store its reply. The
+   * resumed turn streams to the user's sockets on every process, as request `approval:<id>`.
    */
   async function resume(action: PendingActionRow, outcome: ToolOutcome): Promise<void> {
     const sessionId = action.session_id;
     const callId = action.tool_call_id;
     if (!sessionId || !callId || outcome.status === 'pending_approval') return;
+    const requestId = `approval:${action.id}`;
+    const publish = (body: WsServerEventBody) => events.publish(action.user_id, body);
     await inSessionQueue(sessionId, async () => {
       const principal = await principalOf(action.user_id);
-      const session = principal && (await findOwnSession(db, principal.id, sessionId));
-      if (!principal || !session) return;
-      const rows = await listMessages(db, sessionId);
-      let index = -1;
-      let transcript: ChatMessage[] | null = null;
-      for (let i = rows.length - 1; i >= 0 && !transcript; i--) {
-        const stored = rows[i]!.metadata?.transcript;
-        if (rows[i]!.role !== 'assistant' || !Array.isArray(stored)) continue;
-        transcript = withToolResult(stored as ChatMessage[], callId, outcome);
-        index = i;
-      }
-      if (!transcript) {
-        log.warn({ approvalId: action.id, sessionId }, 'no chat turn holds this tool call');
-        return;
-      }
-      const row = rows[index]!;
-      const meta = row.metadata ?? {};
-      const updated: MessageRow = {
-        ...row,
-        metadata: {
-          ...meta,
-          transcript,
-          tool_calls: ((meta.tool_calls as ChatToolCall[] | undefined) ?? []).map((c) =>
-            c.id === callId ? { ...c, status: outcome.status } : c,
-          ),
-        },
-      };
-      await updateMessageMetadata(db, row.id, updated.metadata!);
-
-      const others = ((meta.pending_approvals as string[] | undefined) ?? []).filter(
-        (id) => id !== action.id,
-      );
-      if (others.length > 0) {
-        const waiting = await db
-          .selectFrom('pending_actions')
-          .select('id')
-          .where('id', 'in', others)
-          .where('status', '=', 'pending')
-          .execute();
-        if (waiting.length > 0) return;
-      }
-      if (index !== rows.length - 1) return;
-
-      const history = await deps.history.fit({
-        principal,
-        session,
-        rows: [...rows.slice(0, index), updated],
-        source: action.source as AuditSource,
-      });
-      const results = history.pop();
-      if (results?.role !== 'tool') return;
-      const agent = ((meta.agent as string | undefined) ?? action.agent) as ChatReply['agent'];
-      let turn: CollectedTurn;
-      try {
-        turn = await collectTurn(
-          agents.run({
-            principal,
-            agent,
-            sessionId,
-            history,
-            message: results,
-            source: action.source as AuditSource,
-            signal: new AbortController().signal,
-          }),
-        );
-      } catch (err) {
-        if (!(err instanceof AppError)) log.error({ err }, 'resumed chat turn failed');
-        await insertAssistantMessage(db, {
-          user_id: principal.id,
-          session_id: sessionId,
-          content: '',
+      if (!principal) return;
+      const token = randomUUID();
+      const session = await lease(principal.id, sessionId, token);
+      if (!session) return;
+      await asRunningTurn(principal.id, sessionId, token, undefined, async (signal) => {
+        const rows = await listMessages(db, sessionId);
+        let index = -1;
+        let transcript: ChatMessage[] | null = null;
+        for (let i = rows.length - 1; i >= 0 && !transcript; i--) {
+          const stored = rows[i]!.metadata?.transcript;
+          if (rows[i]!.role !== 'assistant' || !Array.isArray(stored)) continue;
+          transcript = withToolResult(stored as ChatMessage[], callId, outcome);
+          index = i;
+        }
+        if (!transcript) {
+          log.warn({ approvalId: action.id, sessionId }, 'no chat turn holds this tool call');
+          return;
+        }
+        const row = rows[index]!;
+        const meta = row.metadata ?? {};
+        const updated: MessageRow = {
+          ...row,
           metadata: {
-            status: 'failed',
-            error: err instanceof AppError ? err.code : 'internal_error',
-            message: err instanceof AppError ? err.message : 'internal server error',
+            ...meta,
+            transcript,
+            tool_calls: ((meta.tool_calls as ChatToolCall[] | undefined) ?? []).map((c) =>
+              c.id === callId ? { ...c, status: outcome.status } : c,
+            ),
+          },
+        };
+        await updateMessageMetadata(db, row.id, updated.metadata!);
+
+        const others = ((meta.pending_approvals as string[] | undefined) ?? []).filter(
+          (id) => id !== action.id,
+        );
+        if (others.length > 0) {
+          const waiting = await db
+            .selectFrom('pending_actions')
+            .select('id')
+            .where('id', 'in', others)
+            .where('status', '=', 'pending')
+            .execute();
+          if (waiting.length > 0) return;
+        }
+        if (index !== rows.length - 1) return;
+
+        const agent = ((meta.agent as string | undefined) ?? action.agent) as ChatReply['agent'];
+        const source = action.source as AuditSource;
+        let collected: CollectedTurn;
+        try {
+          const history = await deps.history.fit({
+            principal,
+            session,
+            rows: [...rows.slice(0, index), updated],
+            source,
+            signal,
+          });
+          const results = history.pop();
+          if (results?.role !== 'tool') return;
+          checkShutdown(signal);
+          collected = await collectTurn(
+            agents.run({ principal, agent, sessionId, history, message: results, source, signal }),
+            (event) => {
+              for (const body of eventsOf(requestId, event)) publish(body);
+            },
+          );
+          checkShutdown(signal);
+        } catch (err) {
+          await storeFailure(principal.id, sessionId, err, token, {
             continues: row.id,
             approval_id: action.id,
             agent,
+          });
+          publish({
+            type: 'error',
+            code: err instanceof AppError ? err.code : 'internal_error',
+            message: err instanceof AppError ? err.message : 'internal server error',
+            request_id: requestId,
+          });
+          return;
+        }
+        const assistant = await insertAssistantMessage(db, {
+          user_id: principal.id,
+          session_id: sessionId,
+          content: collected.end.text,
+          metadata: {
+            continues: row.id,
+            approval_id: action.id,
+            agent,
+            routed_by: meta.routed_by ?? null,
+            ...answerMetadata(collected),
           },
         });
-        return;
-      }
-      await insertAssistantMessage(db, {
-        user_id: principal.id,
-        session_id: sessionId,
-        content: turn.end.text,
-        metadata: {
-          continues: row.id,
-          approval_id: action.id,
-          agent,
-          routed_by: meta.routed_by ?? null,
-          ...answerMetadata(turn),
-        },
+        await endTurn(sessionId, agent, token);
+        publish({ type: 'message.end', request_id: requestId, ...replyOf(sessionId, assistant) });
       });
-      await touchSession(db, sessionId, { agent });
     });
   }
 
   return {
     /** The approvals service's decided handler: resumes the turn without blocking the caller. */
     onDecided(action: PendingActionRow, outcome: ToolOutcome): void {
-      resume(action, outcome).catch((err: unknown) =>
+      const work = resume(action, outcome).catch((err: unknown) =>
         log.error({ err, approvalId: action.id }, 'resuming the chat turn failed'),
       );
+      pending.add(work);
+      void work.then(() => pending.delete(work));
+    },
+
+    /**
+     * Cancels the user's running turn in this session, on whichever process runs it. True if
+     * a turn was running (it ends with finish 'cancelled'); 404 for another user's session.
+     */
+    async cancel(principal: Principal, sessionId: string): Promise<{ cancelled: boolean }> {
+      if (!(await findOwnSession(db, principal.id, sessionId))) throw notFound('chat session');
+      const local = running.get(sessionId);
+      if (local && local.userId === principal.id) {
+        local.controller.abort(new Error('cancelled by the user'));
+        return { cancelled: true };
+      }
+      const busy = await sessionBusy(db, sessionId);
+      if (busy) await events.cancel({ userId: principal.id, sessionId });
+      return { cancelled: busy };
+    },
+
+    /**
+     * Shutdown: refuse new turns, abort the running ones (each is stored as failed with
+     * service_unavailable) and wait until they are stored, at most `timeoutMs`.
+     */
+    async shutdown(timeoutMs: number): Promise<void> {
+      closing = true;
+      for (const turn of running.values()) turn.controller.abort(SHUTDOWN);
+      const all = Promise.allSettled([...pending]);
+      await Promise.race([all, sleep(timeoutMs)]);
     },
 
     async send(
@@ -445,6 +609,7 @@ export function createChatService(deps: ChatServiceDeps) {
       meta: RequestMeta,
       options: SendOptions = {},
     ): Promise<ChatReply> {
+      if (closing) throw shuttingDown();
       if (input.message.length > limits.maxMessageChars)
         throw new AppError(
           'payload_too_large',

@@ -78,6 +78,8 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
   let sessionId: string | undefined;
   let agent: z.infer<typeof ChatAgentName> | undefined;
   let turn: { id: string; cancelling: boolean; midLine: boolean } | undefined;
+  /** A resumed turn's text ended mid-line. */
+  let resumedMidLine = false;
   let refreshTimer: NodeJS.Timeout | undefined;
   let quitting = false;
   let finish: (code: number) => void = () => {};
@@ -170,6 +172,9 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
 
   function handleEvent(e: WsServerEvent, json: unknown) {
     const mine = 'request_id' in e && turn !== undefined && e.request_id === turn.id;
+    // A turn resumed after an approval (decided here, elsewhere or on another device).
+    const resumed =
+      'request_id' in e && typeof e.request_id === 'string' && e.request_id.startsWith('approval:');
     switch (e.type) {
       case 'ready':
         line(`Connected as ${e.user.name} <${e.user.email}> (${e.user.role}). /help for commands.`);
@@ -189,6 +194,9 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
         if (mine && turn) {
           write(e.text);
           turn.midLine = !e.text.endsWith('\n');
+        } else if (resumed) {
+          write(e.text);
+          resumedMidLine = !e.text.endsWith('\n');
         }
         return;
       case 'tool.call-start':
@@ -209,14 +217,16 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
         if (mine) turn = undefined;
         return;
       case 'message.end': {
-        if (!mine) return;
+        if (!mine && !resumed) return;
+        if (resumed && resumedMidLine) write('\n');
+        if (resumed) resumedMidLine = false;
         sessionId = e.session_id;
         const label = (json as { provider_label?: unknown }).provider_label;
         const who = typeof label === 'string' ? label : (e.provider ?? 'no provider');
         const fallback = e.fallback_reason ? `, fallback: ${e.fallback_reason}` : '';
         const finishNote = e.finish === 'stop' ? '' : ` [${e.finish}]`;
         dim(`— answered by ${who} (${e.model ?? 'no model'})${fallback}${finishNote}`);
-        turn = undefined;
+        if (mine) turn = undefined;
         return;
       }
     }

@@ -17,6 +17,9 @@
  *   with `resume { connection_id, last_seq }` from the same user, within `resume_ttl_s` and on
  *   the same process, reattaches to the stream: the missed events are replayed first (their
  *   own seq), then `ready` (the next seq). Turns keep running while the client is away.
+ * - Events for the user from any process (userEvents: a turn resumed after an approval, as
+ *   request `approval:<id>`; `approval.decided`) go into every stream of that user here.
+ * - `chat.cancel` by session reaches a turn on any process (chat.cancel → pub/sub).
  */
 import { randomUUID } from 'node:crypto';
 import {
@@ -32,11 +35,12 @@ import type { AgentEvent } from '../agents/agent.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { Container } from '../container.ts';
 import { AppError } from '../errors.ts';
+import { eventsOf } from './turn-events.ts';
 
 /** What the gateway needs from the container. */
 export type GatewayDeps = Pick<
   Container,
-  'auth' | 'userStates' | 'chat' | 'approvals' | 'config'
+  'auth' | 'userStates' | 'chat' | 'approvals' | 'config' | 'userEvents'
 > & {
   log: Container['loggers']['app'];
 };
@@ -87,6 +91,11 @@ export function createWsGateway(deps: GatewayDeps) {
 
   deps.userStates.onInvalidate((userId) => {
     for (const conn of connections) if (conn.userId === userId) void conn.recheck();
+  });
+  // Events from any process for a user (resumed turns, decisions): every stream of theirs
+  // here, attached or kept for a resume.
+  deps.userEvents.onEvent((userId, body) => {
+    for (const stream of streams.values()) if (stream.userId === userId) emitTo(stream, body);
   });
 
   function dropStream(stream: Stream) {
@@ -479,36 +488,43 @@ export function createWsGateway(deps: GatewayDeps) {
         .finally(() => stream.turns.delete(requestId));
     }
 
-    private chatCancel(msg: Extract<WsClientMessage, { type: 'chat.cancel' }>) {
+    private async chatCancel(msg: Extract<WsClientMessage, { type: 'chat.cancel' }>) {
       const stream = this.stream!;
-      let found = false;
-      for (const [id, turn] of stream.turns) {
-        if (
-          (msg.request_id !== undefined && id === msg.request_id) ||
-          (msg.session_id !== undefined && turn.sessionId === msg.session_id)
-        ) {
+      const requestId = msg.request_id ? { request_id: msg.request_id } : {};
+      if (msg.request_id !== undefined) {
+        const turn = stream.turns.get(msg.request_id);
+        if (turn) {
           turn.controller.abort(new Error('cancelled by the user'));
-          found = true;
+          return;
         }
       }
-      if (!found)
-        this.emit({
-          type: 'error',
-          code: 'not_found',
-          message: 'no running turn of yours matches',
-          ...(msg.request_id ? { request_id: msg.request_id } : {}),
-        });
+      if (msg.session_id !== undefined) {
+        // The turn may run on another process (a REST send, another device): chat.cancel
+        // reaches it there.
+        try {
+          const { cancelled } = await chat.cancel(this.principal!, msg.session_id);
+          if (cancelled) return;
+        } catch (err) {
+          if (!(err instanceof AppError)) throw err;
+          this.emit({ type: 'error', code: err.code, message: err.message, ...requestId });
+          return;
+        }
+      }
+      this.emit({
+        type: 'error',
+        code: 'not_found',
+        message: 'no running turn of yours matches',
+        ...requestId,
+      });
     }
 
+    /** The decision's `approval.decided` reaches every socket of the user (userEvents). */
     private async decide(approvalId: string, decision: 'approve' | 'reject') {
       const principal = this.principal!;
       const meta = { source: 'api' as const, ip: this.ip };
       try {
-        const approval =
-          decision === 'approve'
-            ? await approvals.approve(principal, approvalId, meta)
-            : await approvals.reject(principal, approvalId, meta);
-        this.emit({ type: 'approval.decided', approval });
+        if (decision === 'approve') await approvals.approve(principal, approvalId, meta);
+        else await approvals.reject(principal, approvalId, meta);
       } catch (err) {
         if (!(err instanceof AppError)) throw err;
         this.emit({ type: 'error', code: err.code, message: err.message });
@@ -570,58 +586,4 @@ export function createWsGateway(deps: GatewayDeps) {
     /** Sockets past hello on this process. */
     size: () => connections.size,
   };
-}
-
-/** The WebSocket events one agent event becomes. */
-function eventsOf(requestId: string, event: AgentEvent): WsServerEventBody[] {
-  switch (event.type) {
-    case 'status':
-      return [{ type: 'status', request_id: requestId, text: event.text }];
-    case 'model-start':
-      return [
-        {
-          type: 'model.start',
-          request_id: requestId,
-          provider: event.provider,
-          model: event.model,
-          fallback_reason: event.fallback_reason,
-        },
-      ];
-    case 'text-delta':
-      return [{ type: 'text.delta', request_id: requestId, text: event.text }];
-    case 'tool-call-start':
-      return [
-        {
-          type: 'tool.call-start',
-          request_id: requestId,
-          id: event.id,
-          name: event.name,
-          input: event.input,
-        },
-      ];
-    case 'tool-call-end': {
-      const end: WsServerEventBody = {
-        type: 'tool.call-end',
-        request_id: requestId,
-        id: event.id,
-        name: event.name,
-        status: event.status,
-        ...(event.approval_id ? { approval_id: event.approval_id } : {}),
-      };
-      if (event.status !== 'pending_approval' || !event.approval_id) return [end];
-      return [
-        end,
-        {
-          type: 'approval.requested',
-          request_id: requestId,
-          approval_id: event.approval_id,
-          tool: event.name,
-          summary: `${event.name} is waiting for your approval`,
-        },
-      ];
-    }
-    // message.end is sent with the stored reply (message id, usage, tool calls) once saved.
-    case 'message-end':
-      return [];
-  }
 }

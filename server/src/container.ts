@@ -271,7 +271,16 @@ export async function createContainer(
     agents,
     router,
     events: userEvents,
-    history: createSessionHistory({ maxChars: config.chat.history_max_chars }),
+    history: createSessionHistory({
+      maxChars: config.chat.history_max_chars,
+      summaries: {
+        database,
+        llm,
+        log,
+        timeoutMs: config.chat.summary_timeout_ms,
+        maxOutputTokens: config.chat.summary_max_tokens,
+      },
+    }),
     limits: {
       maxMessageChars: config.chat.max_message_chars,
       duplicateWaitMs: config.agents.turn_timeout_ms,

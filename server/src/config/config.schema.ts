@@ -170,8 +170,15 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** Longest user message, in characters; a longer one is refused with 413. */
       max_message_chars: z.coerce.number().int().min(1).max(1_000_000).default(16_000),
-      /** Earlier turns sent to the model, in characters; older turns become a short summary. */
+      /**
+       * Earlier turns sent to the model, in characters (a stored summary included); older
+       * turns are summarised by the `summary` model and the summary kept on the session.
+       */
       history_max_chars: z.coerce.number().int().min(1_000).default(60_000),
+      /** Summarising older turns gives up after this long (then: their first lines). */
+      summary_timeout_ms: z.coerce.number().int().positive().default(15_000),
+      /** Longest summary of older turns the model may write, in output tokens. */
+      summary_max_tokens: z.coerce.number().int().min(64).max(32_000).default(1_024),
       /** Largest file POST /chat/send-media accepts, in bytes; a larger one is refused with 413. */
       max_media_bytes: z.coerce
         .number()

@@ -128,6 +128,40 @@ describe('llm config', () => {
     expect(c.models.vision.map(refKey)).toEqual(DEFAULT_MODELS.vision);
   });
 
+  it('summary: unset, the routing models then the chat models; or its own list', () => {
+    const c = llm();
+    expect(c.models.summary.map(refKey)).toEqual([
+      ...DEFAULT_MODELS.routing,
+      ...DEFAULT_MODELS.chat.filter((m) => !DEFAULT_MODELS.routing.includes(m)),
+    ]);
+    expect(c.models_configured.summary).toBe(false);
+    // It follows a configured routing (and chat) list.
+    const own = llm(
+      {},
+      {
+        providers: { ollama: { base_url: 'http://127.0.0.1:11434/v1' } },
+        models: { routing: ['ollama/qwen3:4b'], chat: ['anthropic/claude-sonnet-4-5'] },
+        prices: { 'ollama/qwen3:4b': { input_per_mtok: 0, output_per_mtok: 0 } },
+      },
+    );
+    expect(own.models.summary.map(refKey)).toEqual([
+      'ollama/qwen3:4b',
+      'anthropic/claude-sonnet-4-5',
+    ]);
+    // Routing configured empty: the chat models.
+    expect(llm({}, { models: { routing: [] } }).models.summary.map(refKey)).toEqual(
+      DEFAULT_MODELS.chat,
+    );
+    const set = llm({ MEZZOFY__llm__models__summary: 'openai/gpt-4.1-mini' });
+    expect(set.models.summary.map(refKey)).toEqual(['openai/gpt-4.1-mini']);
+    expect(set.models_configured.summary).toBe(true);
+    // The other purposes are as before.
+    expect(set.models.routing.map(refKey)).toEqual(DEFAULT_MODELS.routing);
+    expect(configError({}, { models: { summary: ['openai/gpt-9o'] } })).toMatch(
+      /^config error: llm\.models\.summary\.0: openai\/gpt-9o has no price/,
+    );
+  });
+
   it('every default model has a list price', () => {
     for (const refs of Object.values(DEFAULT_MODELS))
       for (const ref of refs) expect(DEFAULT_PRICES[ref], ref).toBeDefined();

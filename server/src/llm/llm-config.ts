@@ -8,7 +8,7 @@ import { Department, TimeZone } from '@mezzofy/protocol';
 import { z } from 'zod';
 import type { ModelPurpose } from './types.ts';
 
-export const MODEL_PURPOSES = ['chat', 'vision', 'routing', 'long_document'] as const;
+export const MODEL_PURPOSES = ['chat', 'vision', 'routing', 'long_document', 'summary'] as const;
 
 /** Providers known by name: their wire API, hosted endpoint and the env var of their key. */
 export const WELL_KNOWN_PROVIDERS = {
@@ -34,11 +34,18 @@ export const WELL_KNOWN_PROVIDERS = {
 type WellKnown = keyof typeof WELL_KNOWN_PROVIDERS;
 const isWellKnown = (name: string): name is WellKnown => Object.hasOwn(WELL_KNOWN_PROVIDERS, name);
 
+/** Purposes whose default is other purposes' lists (as resolved, configured or not). */
+export const DERIVED_PURPOSES = {
+  // Summaries of older chat turns: the cheap routing models first, then the chat models.
+  summary: ['routing', 'chat'],
+} as const satisfies Partial<Record<ModelPurpose, readonly ModelPurpose[]>>;
+type BasePurpose = Exclude<ModelPurpose, keyof typeof DERIVED_PURPOSES>;
+
 /**
  * Used when `llm.models.<purpose>` is not set; entries whose provider is not enabled are
  * skipped at call time, so with both keys set chat is Claude then Kimi.
  */
-export const DEFAULT_MODELS: Record<ModelPurpose, string[]> = {
+export const DEFAULT_MODELS: Record<BasePurpose, string[]> = {
   chat: ['anthropic/claude-sonnet-4-5', 'moonshot/kimi-k2-0905-preview', 'openai/gpt-4.1'],
   // Kimi K2 reads text only; Claude and GPT-4.1 read images.
   vision: ['anthropic/claude-sonnet-4-5', 'openai/gpt-4.1'],
@@ -123,6 +130,8 @@ export const LlmConfigInput = z.strictObject({
       vision: ModelList.optional(),
       routing: ModelList.optional(),
       long_document: ModelList.optional(),
+      /** Unset: the routing models, then the chat models. */
+      summary: ModelList.optional(),
     })
     .prefault({}),
   /** Keyed "provider/model"; overrides and extends DEFAULT_PRICES. */
@@ -231,10 +240,15 @@ export const LlmConfigSchema = LlmConfigInput.transform((input, ctx): LlmConfig 
   };
   const models = {} as Record<ModelPurpose, ModelRef[]>;
   const configured = {} as Record<ModelPurpose, boolean>;
+  const defaults = (purpose: ModelPurpose): ModelRef[] =>
+    Object.hasOwn(DERIVED_PURPOSES, purpose)
+      ? DERIVED_PURPOSES[purpose as keyof typeof DERIVED_PURPOSES].flatMap((p) => models[p])
+      : DEFAULT_MODELS[purpose as BasePurpose].map(parseRef);
+  // MODEL_PURPOSES lists derived purposes after the ones they default to.
   for (const purpose of MODEL_PURPOSES) {
     const list = input.models[purpose];
     configured[purpose] = list !== undefined;
-    models[purpose] = (list ?? DEFAULT_MODELS[purpose].map(parseRef)).filter(
+    models[purpose] = (list ?? defaults(purpose)).filter(
       (ref, i, all) => all.findIndex((r) => refKey(r) === refKey(ref)) === i,
     );
     for (const [i, ref] of (list ?? []).entries()) checkRef(ref, ['models', purpose, i]);

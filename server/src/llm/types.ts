@@ -4,8 +4,11 @@
  * Completions) stay inside `providers/`; nothing above them sees an SDK type.
  */
 
-/** What a model is used for; config picks the models per purpose. */
-export type ModelPurpose = 'chat' | 'vision' | 'routing' | 'long_document';
+/**
+ * What a model is used for; config picks the models per purpose. `summary`: summarising a
+ * chat session's older turns (defaults to the routing models, then the chat models).
+ */
+export type ModelPurpose = 'chat' | 'vision' | 'routing' | 'long_document' | 'summary';
 
 export type ContentPart =
   | { type: 'text'; text: string }

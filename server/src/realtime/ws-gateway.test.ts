@@ -74,6 +74,7 @@ function gateway(
       },
     },
     approvals: {},
+    userEvents: { onEvent() {} },
     config: {
       realtime: {
         hello_timeout_ms: 5_000,

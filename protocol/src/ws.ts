@@ -139,6 +139,18 @@ export const WsApprovalRequested = event('approval.requested', {
   tool: z.string(),
   summary: z.string(),
 });
+/** A file a tool made during the turn (report, deck, spreadsheet); fetch it by id. */
+export const WsArtifactCreated = event('artifact.created', {
+  request_id: RequestId,
+  tool_call_id: z.string(),
+  artifact: z.object({
+    id: z.string(),
+    name: z.string(),
+    /** pdf, pptx, docx, csv, xlsx, png, … */
+    type: z.string(),
+    size_bytes: z.number().int().nullable(),
+  }),
+});
 export const WsMessageEnd = event('message.end', { request_id: RequestId, ...ChatReply.shape });
 export const WsError = event('error', {
   code: ErrorCode,
@@ -157,6 +169,7 @@ export const WsServerEvent = z.discriminatedUnion('type', [
   WsToolCallStart,
   WsToolCallEnd,
   WsApprovalRequested,
+  WsArtifactCreated,
   WsMessageEnd,
   WsError,
   WsApprovalDecided,

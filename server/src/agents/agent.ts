@@ -9,6 +9,7 @@ import type { AuditSource } from '../audit/audit.repository.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { AnsweredBy, LlmResult } from '../llm/llm-call.ts';
 import type { ChatMessage } from '../llm/types.ts';
+import type { ArtifactRef } from '../tools/tool.ts';
 
 export const AGENT_NAMES = ['finance', 'sales', 'marketing', 'support', 'management'] as const;
 export type AgentName = (typeof AGENT_NAMES)[number];
@@ -57,6 +58,8 @@ export type AgentEvent =
       status: 'ok' | 'error' | 'pending_approval';
       approval_id?: string;
     }
+  /** A file a tool made in this turn (a report, a deck, a spreadsheet). */
+  | { type: 'artifact-created'; tool_call_id: string; artifact: ArtifactRef }
   | {
       type: 'message-end';
       finish: TurnFinish;

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import type { Principal } from '../auth/principal.ts';
 import type { LlmEvent } from '../llm/llm-call.ts';
 import type { ToolSpec } from '../llm/types.ts';
+import { eventsOf } from '../realtime/turn-events.ts';
 import { SKILL_IMPLEMENTATIONS } from '../skills/available/index.ts';
 import { loadSkills } from '../skills/skill-loader.ts';
 import { createSkillRegistry } from '../skills/skill-registry.ts';
@@ -140,6 +141,57 @@ describe('cancel between tools', () => {
         isError: true,
         output: 'Not run: the user cancelled the turn.',
       },
+    ]);
+  });
+
+  it('announces the files a tool made, after its call ends, and the WebSocket maps them', async () => {
+    const report = { id: 'f1', name: 'pipeline.csv', type: 'csv', size_bytes: 120 };
+    const { executor } = fakeExecutor(async () => ({
+      status: 'ok',
+      output: '{"rows":3}',
+      artifacts: [report],
+    }));
+    let calls = 0;
+    const llm = {
+      async *stream(): AsyncGenerator<LlmEvent> {
+        calls += 1;
+        if (calls === 1) {
+          yield { type: 'tool-call', id: 'a', name: 'search_leads', input: {} };
+          yield { type: 'finish', reason: 'tool-calls' };
+        } else {
+          yield { type: 'text-delta', text: 'Here is the file.' };
+          yield { type: 'finish', reason: 'stop' };
+        }
+      },
+    };
+    const runner = createAgentRunner({
+      llm: llm as never,
+      tools: executor,
+      skills,
+      agents: AGENTS,
+      knowledge: () => '',
+      clock: () => new Date(),
+      limits: { maxSteps: 5, turnTimeoutMs: 5_000 },
+      log: pino({ level: 'silent' }),
+    });
+    const events: AgentEvent[] = [];
+    for await (const e of runner.run({
+      principal,
+      agent: 'sales',
+      sessionId: null,
+      history: [],
+      message: { role: 'user', content: [{ type: 'text', text: 'export the pipeline' }] },
+      source: 'web',
+      signal: new AbortController().signal,
+    }))
+      events.push(e);
+    const types = events.map((e) => e.type);
+    const end = types.indexOf('tool-call-end');
+    expect(types[end + 1]).toBe('artifact-created');
+    const announced = events[end + 1]!;
+    expect(announced).toEqual({ type: 'artifact-created', tool_call_id: 'a', artifact: report });
+    expect(eventsOf('r1', announced)).toEqual([
+      { type: 'artifact.created', request_id: 'r1', tool_call_id: 'a', artifact: report },
     ]);
   });
 });

@@ -250,6 +250,9 @@ export function createAgentRunner(deps: AgentRunnerDeps): AgentRunner {
             status: outcome.status,
             ...(outcome.status === 'pending_approval' ? { approval_id: outcome.approvalId } : {}),
           };
+          if (outcome.status === 'ok')
+            for (const artifact of outcome.artifacts ?? [])
+              yield { type: 'artifact-created', tool_call_id: call.id, artifact };
           results.push({
             type: 'tool-result',
             id: call.id,

@@ -209,6 +209,9 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
         line(`! approval needed ${e.approval_id}: ${e.tool} — ${e.summary}`);
         line(`  approve with /approve ${e.approval_id} or reject with /reject ${e.approval_id}`);
         return;
+      case 'artifact.created':
+        line(`+ file ${e.artifact.name} (${e.artifact.type}, id ${e.artifact.id})`);
+        return;
       case 'approval.decided':
         line(`approval.decided ${e.approval.id}: ${e.approval.tool} ${e.approval.status}`);
         return;

@@ -50,6 +50,15 @@ export function eventsOf(requestId: string, event: AgentEvent): WsServerEventBod
         },
       ];
     }
+    case 'artifact-created':
+      return [
+        {
+          type: 'artifact.created',
+          request_id: requestId,
+          tool_call_id: event.tool_call_id,
+          artifact: event.artifact,
+        },
+      ];
     // message.end is sent with the stored reply (message id, usage, tool calls) once saved.
     case 'message-end':
       return [];

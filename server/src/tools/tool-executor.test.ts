@@ -5,7 +5,7 @@ import type { AuditEntry } from '../audit/audit.repository.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { PendingActionRow } from '../db/schema.ts';
 import type { ParkRequest } from './approvals/approvals.service.ts';
-import type { ToolContext } from './tool.ts';
+import { type ToolContext, withArtifacts } from './tool.ts';
 import { createToolExecutor, type ToolExecutorDeps } from './tool-executor.ts';
 import { type AnyTool, createToolRegistry, defineTool } from './tool-registry.ts';
 import { capText } from './tool-runner.ts';
@@ -173,6 +173,25 @@ describe('tool executor', () => {
       details: { tool: 'echo', effect: 'read', status: 'ok', args_summary: '{"n":2,"text":"hi"}' },
     });
     expect(audits[0]!.details!.args_sha256).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('passes on the files a tool made (withArtifacts); the model reads only the data', async () => {
+    const file = { id: 'f1', name: 'leads.csv', type: 'csv', size_bytes: 42 };
+    const exporter = defineTool({
+      name: 'export_leads',
+      description: 'Exports leads.',
+      inputSchema: z.strictObject({}),
+      effect: 'read',
+      permission: 'crm:read',
+      async execute() {
+        return withArtifacts({ rows: 2 }, [file]);
+      },
+    });
+    const { executor } = setup([exporter]);
+    const out = await executor.execute(call('export_leads', {}), ctx(['crm:read']), [
+      'export_leads',
+    ]);
+    expect(out).toEqual({ status: 'ok', output: '{"rows":2}', artifacts: [file] });
   });
 
   it('stops a tool at its time limit: error outcome, and the tool sees its signal abort', async () => {

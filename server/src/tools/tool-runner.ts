@@ -6,7 +6,7 @@
  */
 import type { z } from 'zod';
 import { AppError } from '../errors.ts';
-import type { ToolContext, ToolOutcome } from './tool.ts';
+import { isResultWithArtifacts, type ToolContext, type ToolOutcome } from './tool.ts';
 import type { AnyTool } from './tool-registry.ts';
 
 export interface RunLimits {
@@ -112,6 +112,12 @@ export async function runTool(
   stopped.catch(() => {});
   try {
     const result = await Promise.race([tool.execute(input, { ...ctx, signal }), stopped]);
+    if (isResultWithArtifacts(result))
+      return {
+        status: 'ok',
+        output: capText(resultText(result.data), limits.resultMaxBytes),
+        ...(result.artifacts.length ? { artifacts: result.artifacts } : {}),
+      };
     return { status: 'ok', output: capText(resultText(result), limits.resultMaxBytes) };
   } catch (err) {
     if (timer.signal.aborted) {

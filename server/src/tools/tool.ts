@@ -48,9 +48,35 @@ export interface ToolCall {
   input: Record<string, unknown>;
 }
 
+/** A file a tool produced (stored in `artifacts`), announced to the user as it is made. */
+export interface ArtifactRef {
+  id: string;
+  name: string;
+  /** The kind of file: pdf, pptx, docx, csv, xlsx, png, … */
+  type: string;
+  size_bytes: number | null;
+}
+
+const ARTIFACTS = Symbol('tool result with artifacts');
+
+/** A tool's result plus the files it produced: `return withArtifacts(data, [ref])`. */
+export interface ResultWithArtifacts {
+  readonly [ARTIFACTS]: true;
+  data: unknown;
+  artifacts: ArtifactRef[];
+}
+
+export function withArtifacts(data: unknown, artifacts: ArtifactRef[]): ResultWithArtifacts {
+  return { [ARTIFACTS]: true, data, artifacts };
+}
+
+export function isResultWithArtifacts(value: unknown): value is ResultWithArtifacts {
+  return typeof value === 'object' && value !== null && ARTIFACTS in value;
+}
+
 /** What the model reads back; `output` is always text, size-capped. */
 export type ToolOutcome =
-  | { status: 'ok'; output: string }
+  | { status: 'ok'; output: string; artifacts?: ArtifactRef[] }
   /** Expected failures (bad arguments, permission, timeout, tool error) as readable text. */
   | { status: 'error'; output: string }
   /** External effect: nothing ran; a pending action waits for the user's decision. */

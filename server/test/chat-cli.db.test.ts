@@ -1,8 +1,10 @@
 /**
  * The terminal chat client's core against the listening app and the fake model server:
  * a message streams its text and the footer names the provider and model; a send_email tool
- * call asks for approval and `/approve <id>` decides it and delivers to the outbox; a wrong
- * password is a clear error and a non-zero exit.
+ * call asks for approval and `/approve <id>` decides it and delivers to the outbox, then the
+ * turn goes on; Ctrl-C cancels a turn and a second one quits; the access token is refreshed
+ * before it expires and the socket re-authenticated; a wrong password is a clear error and a
+ * non-zero exit.
  */
 import type { AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
@@ -36,13 +38,25 @@ afterAll(async () => {
 });
 
 /** Runs the client with a captured output; `until` waits for the output to match. */
-function session(email: string, password: string) {
+function session(
+  email: string,
+  password: string,
+  extra: { url?: string; refreshMarginMs?: number; fetch?: typeof fetch } = {},
+) {
   const output = new PassThrough();
   let text = '';
   output.on('data', (chunk) => {
     text += String(chunk);
   });
-  const client = createChatClient({ url: baseUrl, email, password, output, WebSocket });
+  const client = createChatClient({
+    url: extra.url ?? baseUrl,
+    email,
+    password,
+    output,
+    WebSocket,
+    ...(extra.refreshMarginMs === undefined ? {} : { refreshMarginMs: extra.refreshMarginMs }),
+    ...(extra.fetch ? { fetch: extra.fetch } : {}),
+  });
   const until = async (pattern: RegExp, timeoutMs = 5_000): Promise<RegExpMatchArray> => {
     const started = Date.now();
     for (;;) {
@@ -126,4 +140,68 @@ describe('chat client', () => {
     expect(await s.client.run(lines())).toBe(1);
     expect(s.output()).toMatch(/^error: POST \/auth\/login failed: .+\(\w+\)\n$/);
   });
+
+  it('Ctrl-C cancels the running turn; a second Ctrl-C quits', async () => {
+    const user = await t.createUser('executive');
+    fake.clear();
+    fake.script('anthropic', {
+      text: Array.from({ length: 200 }, (_, i) => `word${i} `),
+      chunkDelayMs: 20,
+    });
+    const s = session(user.email, user.password);
+    async function* lines() {
+      await s.until(/Connected as/);
+      yield '/agent finance';
+      yield 'Write a long report';
+      await s.until(/word3 /);
+      s.client.interrupt();
+      await s.until(/answered by .*\[cancelled\]/);
+      s.client.interrupt();
+      await new Promise(() => {}); // no more input: the second Ctrl-C ends the run
+    }
+    expect(await s.client.run(lines())).toBe(0);
+    expect(s.output()).toContain('— cancelling (Ctrl-C again to quit)');
+    expect(s.output()).not.toContain('word199');
+  });
+
+  it('refreshes the access token before it expires and re-authenticates the socket', async () => {
+    // Access tokens live 3 s here: without reauth the server closes the socket at expiry.
+    const short = await createTestApp({
+      testDatabase: db,
+      env: { ANTHROPIC_API_KEY: 'test-key', ANTHROPIC_BASE_URL: fake.url },
+      overrides: { auth: { access_ttl_s: 3 } },
+    });
+    await short.app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const { port } = short.app.server.address() as AddressInfo;
+      const user = await short.createUser('executive');
+      const paths: string[] = [];
+      const recording: typeof fetch = (input, init) => {
+        paths.push(new URL(String(input)).pathname);
+        return fetch(input, init);
+      };
+      fake.clear();
+      fake.script('anthropic', 'Still here.');
+      const s = session(user.email, user.password, {
+        url: `http://127.0.0.1:${port}`,
+        refreshMarginMs: 2_000,
+        fetch: recording,
+      });
+      async function* lines() {
+        await s.until(/Connected as/);
+        // Past the first token's expiry (3 s): only a reauth keeps the socket open.
+        await new Promise((r) => setTimeout(r, 4_500));
+        yield '/agent finance';
+        yield 'Are you still there?';
+        await s.until(/answered by/);
+        yield '/quit';
+      }
+      expect(await s.client.run(lines())).toBe(0);
+      expect(paths.filter((p) => p === '/auth/refresh').length).toBeGreaterThanOrEqual(1);
+      expect(s.output()).toContain('Still here.');
+      expect(s.output()).not.toMatch(/error|expired/);
+    } finally {
+      await short.close();
+    }
+  }, 15_000);
 });

@@ -2,7 +2,8 @@
  * The gateway's flow control and token expiry against a fake socket: while the socket's
  * unsent bytes are over the high-water mark, consecutive text deltas merge into one frame
  * that goes out once it drains; a client stuck above the mark is closed 1013; a token that
- * expires without reauth closes the socket 4001.
+ * expires without reauth closes the socket 4001; the heartbeat drops a client that stops
+ * answering pings; a client ping is answered with pong.
  */
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -33,7 +34,13 @@ class FakeSocket extends EventEmitter {
   terminate() {
     this.close(1006, '');
   }
-  ping() {}
+  pings = 0;
+  /** Answers each ping with a pong, as a live client's ws library does. */
+  answersPings = true;
+  ping() {
+    this.pings += 1;
+    if (this.answersPings) setImmediate(() => this.emit('pong'));
+  }
   frame(message: unknown) {
     this.emit('message', Buffer.from(JSON.stringify(message)), false);
   }
@@ -150,6 +157,30 @@ describe('ws gateway flow control', () => {
     await sleep(1_300);
     expect(socket.closedWith).toMatchObject({ code: 4001 });
     expect(socket.closedWith!.reason).toMatch(/token expired/);
+    gw.closeAll();
+  });
+
+  it('heartbeat: pings every heartbeat_s; a client that stops answering is terminated', async () => {
+    const { gw } = gateway(async () => {}, { heartbeat_s: 0.05 });
+    const live = await connect(gw);
+    const dead = await connect(gw);
+    dead.answersPings = false;
+    await sleep(300);
+    expect(live.pings).toBeGreaterThanOrEqual(3);
+    expect(live.closedWith).toBeNull();
+    // One unanswered ping is tolerated; at the next beat the socket is dropped.
+    expect(dead.closedWith).toMatchObject({ code: 1006 });
+    expect(dead.pings).toBe(1);
+    expect(gw.size()).toBe(1);
+    gw.closeAll();
+  });
+
+  it('answers a client ping with pong, echoing its id', async () => {
+    const { gw } = gateway(async () => {});
+    const socket = await connect(gw);
+    socket.frame({ type: 'ping', id: 'p-7' });
+    await sleep(10);
+    expect(socket.sent.at(-1)).toMatchObject({ type: 'pong', id: 'p-7', seq: 2 });
     gw.closeAll();
   });
 });

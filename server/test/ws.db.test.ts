@@ -210,6 +210,29 @@ describe('chat.send', () => {
     ]);
   });
 
+  it.each(['invalid-json', 'garbage', 'truncated'] as const)(
+    'a provider answering %s output: an error event, the turn stored as failed, the socket stays up',
+    async (malformed) => {
+      const { user, c } = await ready('executive');
+      fake.clear();
+      fake.script('anthropic', { text: 'never seen', malformed });
+      await c.send({ type: 'chat.send', request_id: 'bad', message: 'Revenue?', agent: 'finance' });
+      const error = await c.next('error', (e) => e.request_id === 'bad');
+      expect(error.code).toBe('llm_unavailable');
+      expect(c.events.some((e) => e.type === 'message.end')).toBe(false);
+      const rows = await t.db
+        .selectFrom('conversations')
+        .select(['role', 'content', 'metadata'])
+        .where('user_id', '=', user.id)
+        .orderBy('created_at', 'asc')
+        .execute();
+      expect(rows.map((r) => r.role)).toEqual(['user', 'assistant']);
+      expect(rows[1]!.metadata).toMatchObject({ status: 'failed', error: 'llm_unavailable' });
+      await c.send({ type: 'ping', id: 'after' });
+      expect(await c.next('pong')).toMatchObject({ id: 'after' });
+    },
+  );
+
   it('cancel mid-stream ends the turn with finish cancelled', async () => {
     const { c } = await ready('executive');
     fake.clear();

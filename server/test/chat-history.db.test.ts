@@ -145,7 +145,7 @@ describe('summaries of older turns', () => {
     // The summary call comes first, on the routing model, with the system prompt and no tools.
     expect(fake.requests.indexOf(t4.summary[0]!)).toBeLessThan(fake.requests.indexOf(t4.chat[0]!));
     const s4 = bodyOf(t4.summary[0]!);
-    expect(s4.model).toBe('claude-haiku-4-5');
+    expect(s4.model).toBe('claude-haiku-5-5');
     expect(s4.tools).toBeUndefined();
     expect(JSON.stringify(s4.system)).toContain(JSON.stringify(SUMMARY_SYSTEM).slice(1, 80));
     const p4 = promptOf(t4.summary[0]!);
@@ -154,7 +154,7 @@ describe('summaries of older turns', () => {
     expect(p4).not.toContain('<previous_summary>');
     // The chat request: the summary leads the kept turn; the dropped turns are gone.
     const c4 = bodyOf(t4.chat[0]!);
-    expect(c4.model).toBe('claude-sonnet-4-5');
+    expect(c4.model).toBe('claude-sonnet-5-5');
     const first4 = c4.messages[0]!;
     expect(first4.role).toBe('user');
     expect(textOf(first4.content)).toContain('Summary of the earlier conversation');
@@ -210,7 +210,7 @@ describe('summaries of older turns', () => {
       expect(row).toMatchObject({
         status: 'ok',
         provider: 'anthropic',
-        model: 'claude-haiku-4-5',
+        model: 'claude-haiku-5-5',
         user_id: user.id,
         department: 'support',
         source: chatRows[0]!.source,
@@ -232,8 +232,8 @@ describe('summaries of older turns', () => {
     const t4 = await turn(user.token, 'B', 4, sid);
     expect(t4.reply.text).toBe(answer('B', 4));
     expect(t4.summary.map((r) => bodyOf(r).model)).toEqual([
-      'claude-haiku-4-5',
-      'claude-sonnet-4-5',
+      'claude-haiku-5-5',
+      'claude-sonnet-5-5',
     ]);
     expect(summaries).toEqual([]);
     const first4 = textOf(bodyOf(t4.chat[0]!).messages[0]!.content);

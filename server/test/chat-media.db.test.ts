@@ -14,7 +14,7 @@ import { createTestApp, type TestApp } from './helpers/test-app.ts';
 let fake: FakeModelServer;
 let t: TestApp;
 const MAX_MEDIA = 4096;
-const VISION_MODEL = 'claude-haiku-4-5';
+const VISION_MODEL = 'claude-haiku-5-5';
 
 beforeAll(async () => {
   fake = await startFakeModelServer();

@@ -73,7 +73,7 @@ function harness(options: HarnessOptions = {}) {
     ignoreFile: true,
     overrides: {
       llm: {
-        models: { chat: ['anthropic/claude-sonnet-4-5', 'moonshot/kimi-k2-0905-preview'] },
+        models: { chat: ['anthropic/claude-sonnet-5-5', 'moonshot/kimi-k2-0905-preview'] },
         ...options.llm,
       },
     },
@@ -170,7 +170,7 @@ describe('a model call', () => {
     expect(events[0]).toMatchObject({
       type: 'start',
       provider: 'anthropic',
-      model: 'claude-sonnet-4-5',
+      model: 'claude-sonnet-5-5',
       provider_label: 'Claude',
       fallback_reason: null,
       primary: null,
@@ -186,23 +186,23 @@ describe('a model call', () => {
     expect(events.at(-1)).toEqual({ type: 'result', result });
     expect(result).toMatchObject({
       provider: 'anthropic',
-      model: 'claude-sonnet-4-5',
+      model: 'claude-sonnet-5-5',
       fallback_reason: null,
       usage: { input_tokens: 1000, output_tokens: 500 },
-      // 1000 × $3/M + 500 × $15/M
-      cost_usd: 0.0105,
+      // 1000 × $2/M + 500 × $10/M
+      cost_usd: 0.007,
       finish_reason: 'stop',
-      attempts: [{ provider: 'anthropic', model: 'claude-sonnet-4-5', outcome: 'ok' }],
+      attempts: [{ provider: 'anthropic', model: 'claude-sonnet-5-5', outcome: 'ok' }],
     });
     expect(h.primary.requests[0]).toMatchObject({
-      model: 'claude-sonnet-4-5',
+      model: 'claude-sonnet-5-5',
       system: 'You are helpful.',
     });
     const rows = await usageOf(result!.call_id);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({
       provider: 'anthropic',
-      model: 'claude-sonnet-4-5',
+      model: 'claude-sonnet-5-5',
       purpose: 'chat',
       department: 'sales',
       user_id: ctx.userId,
@@ -214,7 +214,7 @@ describe('a model call', () => {
       error_kind: null,
       fallback_reason: null,
     });
-    expect(Number(rows[0]!.cost_usd)).toBe(0.0105);
+    expect(Number(rows[0]!.cost_usd)).toBe(0.007);
     expect(rows[0]!.latency_ms).toBeGreaterThanOrEqual(0);
     expect(rows[0]!.ttfb_ms).toBeGreaterThanOrEqual(0);
   });
@@ -286,7 +286,7 @@ describe('retries and failover', () => {
         provider: 'moonshot',
         provider_label: 'Kimi',
         fallback_reason: reason,
-        primary: { provider: 'anthropic', model: 'claude-sonnet-4-5', provider_label: 'Claude' },
+        primary: { provider: 'anthropic', model: 'claude-sonnet-5-5', provider_label: 'Claude' },
       });
       expect(result).toMatchObject({
         provider: 'moonshot',
@@ -395,7 +395,7 @@ describe('retries and failover', () => {
     expect(rows).toHaveLength(1);
     // The tokens known when it broke off are charged.
     expect(rows[0]).toMatchObject({ status: 'error', error_kind: 'server', input_tokens: 1000 });
-    expect(Number(rows[0]!.cost_usd)).toBe(0.003);
+    expect(Number(rows[0]!.cost_usd)).toBe(0.002);
   });
 
   it('when every candidate fails: llm_unavailable naming each attempt', async () => {
@@ -408,7 +408,7 @@ describe('retries and failover', () => {
     const err = error as LlmError;
     expect(err.code).toBe('llm_unavailable');
     expect(err.reason).toBe('unavailable');
-    expect(err.message).toContain('anthropic/claude-sonnet-4-5: overloaded, overloaded');
+    expect(err.message).toContain('anthropic/claude-sonnet-5-5: overloaded, overloaded');
     expect(err.message).toContain('moonshot/kimi-k2-0905-preview: server, server');
     expect(h.primary.calls + h.secondary.calls).toBe(4);
     expect(await usageOfUser(ctx.userId!)).toHaveLength(4);
@@ -454,13 +454,13 @@ describe('circuit breaker (per provider/model)', () => {
       expect(result).toMatchObject({ provider: 'moonshot', fallback_reason: 'server_error' });
     }
     expect(h.primary.calls).toBe(3);
-    expect(h.manager.breakerStates()['anthropic/claude-sonnet-4-5']).toBe('open');
+    expect(h.manager.breakerStates()['anthropic/claude-sonnet-5-5']).toBe('open');
     for (let i = 0; i < 4; i++) {
       const { result } = await run(h, ctx);
       expect(result).toMatchObject({ provider: 'moonshot', fallback_reason: 'circuit_open' });
       expect(result!.attempts[0]).toEqual({
         provider: 'anthropic',
-        model: 'claude-sonnet-4-5',
+        model: 'claude-sonnet-5-5',
         outcome: 'circuit_open',
       });
     }
@@ -498,7 +498,7 @@ describe('circuit breaker (per provider/model)', () => {
     const probe = await run(h, ctx);
     expect(h.primary.calls).toBe(4);
     expect(probe.result).toMatchObject({ provider: 'anthropic', fallback_reason: null });
-    expect(h.manager.breakerStates()['anthropic/claude-sonnet-4-5']).toBe('closed');
+    expect(h.manager.breakerStates()['anthropic/claude-sonnet-5-5']).toBe('closed');
     const after = await run(h, ctx);
     expect(after.result).toMatchObject({ provider: 'anthropic' });
     expect(h.primary.calls).toBe(5);
@@ -540,7 +540,7 @@ describe('circuit breaker (per provider/model)', () => {
         .filter((r) => r.result?.fallback_reason === 'circuit_open')
         .map((r) => r.result?.provider),
     ).toEqual(['moonshot', 'moonshot', 'moonshot', 'moonshot']);
-    expect(h.manager.breakerStates()['anthropic/claude-sonnet-4-5']).toBe('closed');
+    expect(h.manager.breakerStates()['anthropic/claude-sonnet-5-5']).toBe('closed');
   });
 
   it('is per model: an open circuit on the chat model does not block the routing model', async () => {
@@ -548,17 +548,17 @@ describe('circuit breaker (per provider/model)', () => {
       llm: {
         ...breakerConfig,
         models: {
-          chat: ['anthropic/claude-sonnet-4-5', 'moonshot/kimi-k2-0905-preview'],
-          routing: ['anthropic/claude-haiku-4-5'],
+          chat: ['anthropic/claude-sonnet-5-5', 'moonshot/kimi-k2-0905-preview'],
+          routing: ['anthropic/claude-haiku-5-5'],
         },
       },
     });
     h.primary.script(fail('overloaded'), fail('overloaded'), fail('overloaded'));
     const ctx = await salesCtx();
     for (let i = 0; i < 3; i++) await run(h, ctx);
-    expect(h.manager.breakerStates()['anthropic/claude-sonnet-4-5']).toBe('open');
+    expect(h.manager.breakerStates()['anthropic/claude-sonnet-5-5']).toBe('open');
     const routing = await run(h, ctx, 'routing');
-    expect(routing.result).toMatchObject({ provider: 'anthropic', model: 'claude-haiku-4-5' });
+    expect(routing.result).toMatchObject({ provider: 'anthropic', model: 'claude-haiku-5-5' });
   });
 
   it('when every candidate is open: llm_unavailable with retry-after', async () => {
@@ -607,7 +607,7 @@ describe('no model configured', () => {
   it('names only the missing key when the configured models need one provider', async () => {
     const h = harness({
       env: { ANTHROPIC_API_KEY: '' },
-      llm: { models: { chat: ['anthropic/claude-sonnet-4-5'] } },
+      llm: { models: { chat: ['anthropic/claude-sonnet-5-5'] } },
     });
     // The harness passes both adapters; config says anthropic has no key.
     expect(h.manager.configured()).toBe(false);
@@ -632,7 +632,7 @@ describe('budgets', () => {
     await db()
       .insertInto('llm_usage')
       .values({
-        model: 'claude-sonnet-4-5',
+        model: 'claude-sonnet-5-5',
         provider: 'anthropic',
         department,
         cost_usd: usd.toFixed(6),
@@ -759,7 +759,7 @@ describe('budgets', () => {
       llm: budgets({ marketing: { monthly_usd: 0.1 } }),
     });
     const ctx: LlmCallContext = { userId: null, department: 'marketing', source: 'webhook' };
-    // Before: 79.5 %, no warning. The call costs $0.0105: 90 % after it.
+    // Before: 79.5 %, no warning. The call costs $0.007: 86.5 % after it.
     await run(h, ctx);
     const alerts = await db()
       .selectFrom('budget_alerts')
@@ -767,7 +767,7 @@ describe('budgets', () => {
       .where('department', '=', 'marketing')
       .execute();
     expect(alerts.map((a) => [a.month, a.level])).toEqual([['2025-09', 'warning']]);
-    expect(Number(alerts[0]!.spent_usd)).toBe(0.09);
+    expect(Number(alerts[0]!.spent_usd)).toBe(0.0865);
   });
 
   it('at 100 % with on_exceed refuse: budget_exceeded (402), no model is called', async () => {
@@ -852,7 +852,7 @@ describe('budgets', () => {
       provider: 'moonshot',
       model: 'kimi-k2-0905-preview',
       fallback_reason: 'budget_downgrade',
-      primary: { provider: 'anthropic', model: 'claude-sonnet-4-5' },
+      primary: { provider: 'anthropic', model: 'claude-sonnet-5-5' },
       cost_usd: 0.00185,
     });
     const rows = await usageOf(result!.call_id);

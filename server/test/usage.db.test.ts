@@ -34,7 +34,7 @@ async function usage(
     .insertInto('llm_usage')
     .values({
       provider: row.provider ?? 'anthropic',
-      model: row.model ?? 'claude-sonnet-4-5',
+      model: row.model ?? 'claude-sonnet-5-5',
       department: row.department,
       user_id: row.userId,
       cost_usd: row.cost.toFixed(6),
@@ -176,7 +176,7 @@ describe('GET /admin/usage', () => {
   it('groups by model (provider and model) and by user, with filters', async () => {
     const models = await report('?group_by=model&from=2025-06-01&to=2025-06-30');
     expect(models.items.map((i) => [i.provider, i.model, i.calls, i.errors])).toEqual([
-      ['anthropic', 'claude-sonnet-4-5', 4, 0],
+      ['anthropic', 'claude-sonnet-5-5', 4, 0],
       ['moonshot', 'kimi-k2-0905-preview', 1, 1],
     ]);
     const users = await report('?group_by=user&department=sales');
@@ -196,7 +196,7 @@ describe('GET /admin/usage', () => {
         department: 'finance',
         user_id: financeUser,
         provider: 'anthropic',
-        model: 'claude-sonnet-4-5',
+        model: 'claude-sonnet-5-5',
         day: '2025-06-10',
         calls: 1,
         errors: 0,

@@ -66,7 +66,7 @@ describe('llm config', () => {
     expect(c.providers.openai?.enabled).toBe(false);
     // Claude primary, Kimi secondary (OpenAI listed too, skipped while it has no key).
     expect(c.models.chat.slice(0, 2).map(refKey)).toEqual([
-      'anthropic/claude-sonnet-4-5',
+      'anthropic/claude-sonnet-5-5',
       'moonshot/kimi-k2-0905-preview',
     ]);
   });
@@ -105,24 +105,24 @@ describe('llm config', () => {
     const c = llm(
       {
         ANTHROPIC_API_KEY: 'k',
-        MEZZOFY__llm__models__routing: 'openai/gpt-4.1-mini, anthropic/claude-haiku-4-5',
+        MEZZOFY__llm__models__routing: 'openai/gpt-4.1-mini, anthropic/claude-haiku-5-5',
       },
       {
         models: {
           chat: [
             { provider: 'moonshot', model: 'kimi-k2-0905-preview' },
-            'anthropic/claude-sonnet-4-5',
+            'anthropic/claude-sonnet-5-5',
           ],
         },
       },
     );
     expect(c.models.chat.map(refKey)).toEqual([
       'moonshot/kimi-k2-0905-preview',
-      'anthropic/claude-sonnet-4-5',
+      'anthropic/claude-sonnet-5-5',
     ]);
     expect(c.models.routing.map(refKey)).toEqual([
       'openai/gpt-4.1-mini',
-      'anthropic/claude-haiku-4-5',
+      'anthropic/claude-haiku-5-5',
     ]);
     expect(c.models_configured).toMatchObject({ chat: true, routing: true, vision: false });
     expect(c.models.vision.map(refKey)).toEqual(DEFAULT_MODELS.vision);
@@ -140,13 +140,13 @@ describe('llm config', () => {
       {},
       {
         providers: { ollama: { base_url: 'http://127.0.0.1:11434/v1' } },
-        models: { routing: ['ollama/qwen3:4b'], chat: ['anthropic/claude-sonnet-4-5'] },
+        models: { routing: ['ollama/qwen3:4b'], chat: ['anthropic/claude-sonnet-5-5'] },
         prices: { 'ollama/qwen3:4b': { input_per_mtok: 0, output_per_mtok: 0 } },
       },
     );
     expect(own.models.summary.map(refKey)).toEqual([
       'ollama/qwen3:4b',
-      'anthropic/claude-sonnet-4-5',
+      'anthropic/claude-sonnet-5-5',
     ]);
     // Routing configured empty: the chat models.
     expect(llm({}, { models: { routing: [] } }).models.summary.map(refKey)).toEqual(
@@ -165,9 +165,9 @@ describe('llm config', () => {
   it('every default model has a list price', () => {
     for (const refs of Object.values(DEFAULT_MODELS))
       for (const ref of refs) expect(DEFAULT_PRICES[ref], ref).toBeDefined();
-    expect(DEFAULT_PRICES['anthropic/claude-sonnet-4-5']).toEqual({
-      input_per_mtok: 3,
-      output_per_mtok: 15,
+    expect(DEFAULT_PRICES['anthropic/claude-sonnet-5-5']).toEqual({
+      input_per_mtok: 2,
+      output_per_mtok: 10,
     });
   });
 
@@ -176,13 +176,13 @@ describe('llm config', () => {
       {},
       {
         prices: {
-          'anthropic/claude-sonnet-4-5': { input_per_mtok: 2.5, output_per_mtok: 12 },
+          'anthropic/claude-sonnet-5-5': { input_per_mtok: 2.5, output_per_mtok: 12 },
           'openai/gpt-5': { input_per_mtok: '1.25', output_per_mtok: '10' },
         },
         models: { chat: ['openai/gpt-5'] },
       },
     );
-    expect(c.prices['anthropic/claude-sonnet-4-5']).toEqual({
+    expect(c.prices['anthropic/claude-sonnet-5-5']).toEqual({
       input_per_mtok: 2.5,
       output_per_mtok: 12,
     });
@@ -195,7 +195,7 @@ describe('llm config', () => {
     );
     // Even from the environment, and even while its provider has no key.
     expect(
-      configError({ MEZZOFY__llm__models__vision: 'anthropic/claude-sonnet-4-5,openai/gpt-9o' }),
+      configError({ MEZZOFY__llm__models__vision: 'anthropic/claude-sonnet-5-5,openai/gpt-9o' }),
     ).toMatch(/^config error: llm\.models\.vision\.1: openai\/gpt-9o has no price/);
     expect(
       configError(
@@ -224,7 +224,7 @@ describe('llm config', () => {
         { models: { chat: ['azure/gpt-4.1'] } },
         /^config error: llm\.models\.chat\.0: unknown provider 'azure'/,
       ],
-      [{}, { models: { chat: ['claude-sonnet-4-5'] } }, /^config error: llm\.models\.chat\.0: /],
+      [{}, { models: { chat: ['claude-sonnet-5-5'] } }, /^config error: llm\.models\.chat\.0: /],
       [
         {},
         { providers: { local: { api: 'openai' } } },
@@ -314,7 +314,7 @@ describe('llm config', () => {
         'llm:',
         '  models:',
         '    chat:',
-        '      - { provider: anthropic, model: claude-sonnet-4-5 }',
+        '      - { provider: anthropic, model: claude-sonnet-5-5 }',
         '      - moonshot/kimi-k2-0905-preview',
         '  circuit_breaker: { failures: 3, window_s: 30, cooldown_s: 10 }',
         '',
@@ -324,7 +324,7 @@ describe('llm config', () => {
       env: { CONFIG_FILE: file, ANTHROPIC_API_KEY: 'k1', MOONSHOT_API_KEY: 'k2' },
     });
     expect(config.llm.models.chat.map(refKey)).toEqual([
-      'anthropic/claude-sonnet-4-5',
+      'anthropic/claude-sonnet-5-5',
       'moonshot/kimi-k2-0905-preview',
     ]);
     expect(config.llm.circuit_breaker).toEqual({ failures: 3, window_s: 30, cooldown_s: 10 });

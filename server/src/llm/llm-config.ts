@@ -46,15 +46,21 @@ type BasePurpose = Exclude<ModelPurpose, keyof typeof DERIVED_PURPOSES>;
  * skipped at call time, so with both keys set chat is Claude then Kimi.
  */
 export const DEFAULT_MODELS: Record<BasePurpose, string[]> = {
-  chat: ['anthropic/claude-sonnet-4-5', 'moonshot/kimi-k2-0905-preview', 'openai/gpt-4.1'],
+  chat: ['anthropic/claude-sonnet-5-5', 'moonshot/kimi-k2-0905-preview', 'openai/gpt-4.1'],
   // Kimi K2 reads text only; Claude and GPT-4.1 read images.
-  vision: ['anthropic/claude-sonnet-4-5', 'openai/gpt-4.1'],
-  routing: ['anthropic/claude-haiku-4-5', 'moonshot/kimi-k2-0905-preview', 'openai/gpt-4.1-mini'],
-  long_document: ['anthropic/claude-sonnet-4-5', 'moonshot/kimi-k2-0905-preview', 'openai/gpt-4.1'],
+  vision: ['anthropic/claude-sonnet-5-5', 'openai/gpt-4.1'],
+  routing: ['anthropic/claude-haiku-5-5', 'moonshot/kimi-k2-0905-preview', 'openai/gpt-4.1-mini'],
+  long_document: ['anthropic/claude-sonnet-5-5', 'moonshot/kimi-k2-0905-preview', 'openai/gpt-4.1'],
 };
 
-/** List prices in USD per million tokens (standard tier, no caching) of the default models. */
+/**
+ * List prices in USD per million tokens (standard tier, no caching) of the default models and
+ * their predecessors. Haiku 5.5 costs more for prompts over 100k tokens; routing and summary
+ * prompts stay far below that. (Sonnet 4.5 reaches end of life on 2026-11-30.)
+ */
 export const DEFAULT_PRICES: Record<string, Price> = {
+  'anthropic/claude-sonnet-5-5': { input_per_mtok: 2, output_per_mtok: 10 },
+  'anthropic/claude-haiku-5-5': { input_per_mtok: 0.1, output_per_mtok: 0.5 },
   'anthropic/claude-sonnet-4-5': { input_per_mtok: 3, output_per_mtok: 15 },
   'anthropic/claude-haiku-4-5': { input_per_mtok: 1, output_per_mtok: 5 },
   'moonshot/kimi-k2-0905-preview': { input_per_mtok: 0.6, output_per_mtok: 2.5 },

@@ -36,7 +36,7 @@ export interface ToolSpec {
 }
 
 export interface ChatRequest {
-  /** The provider's own model id, e.g. `claude-sonnet-4-5` or `kimi-k2`. */
+  /** The provider's own model id, e.g. `claude-sonnet-5-5` or `kimi-k2`. */
   model: string;
   system?: string;
   messages: ChatMessage[];

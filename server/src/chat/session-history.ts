@@ -33,6 +33,10 @@ import { createSummarizer } from './summarizer.ts';
 
 export interface FitHistoryInput {
   principal: Principal;
+  /**
+   * The session as its turn's lease returned it (chat.service): fresh, and only the lease
+   * holder writes the summary, so its summary is the stored one.
+   */
   session: SessionRow;
   /** The session's stored messages, oldest first (those the new turn follows). */
   rows: MessageRow[];
@@ -67,22 +71,6 @@ export function createSessionHistory(deps: SessionHistoryDeps): SessionHistory {
   const { maxChars, summaries } = deps;
   const summarizer = summaries && createSummarizer(summaries);
 
-  /** The session's summary as stored now (the row the caller holds may be older). */
-  async function currentSummary(session: SessionRow): Promise<StoredSummary | null> {
-    if (!summaries) return storedOf(session);
-    try {
-      const row = await summaries.database.db
-        .selectFrom('chat_sessions')
-        .select(['summary', 'summary_through'])
-        .where('id', '=', session.id)
-        .executeTakeFirst();
-      return storedOf(row ?? session);
-    } catch (err) {
-      summaries.log.warn({ err, session_id: session.id }, 'reading the session summary failed');
-      return storedOf(session);
-    }
-  }
-
   /** Stores a summary unless another writer already stored one reaching further. */
   async function store(sessionId: string, summary: string, through: Date): Promise<void> {
     if (!summaries) return;
@@ -104,7 +92,7 @@ export function createSessionHistory(deps: SessionHistoryDeps): SessionHistory {
     async fit({ principal, session, rows, source, signal }) {
       const turns = turnsOf(rows);
       if (turns.length === 0) return [];
-      const plan = planHistory(turns, maxChars, await currentSummary(session));
+      const plan = planHistory(turns, maxChars, storedOf(session));
       const previous = plan.previous?.text ?? null;
       if (!needsSummary(plan) || !summarizer)
         return renderHistory(plan.kept, fallbackSummaryText(previous, plan.dropped));

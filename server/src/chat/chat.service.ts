@@ -38,7 +38,7 @@ import type { Database } from '../db/database.ts';
 import { toPage } from '../db/pagination.ts';
 import type { PendingActionRow } from '../db/schema.ts';
 import { AppError, notFound } from '../errors.ts';
-import type { IntentRouter } from '../gateway/intent-router.ts';
+import type { IntentRouter, RouteDecision } from '../gateway/intent-router.ts';
 import type { ChatMessage, ContentPart } from '../llm/types.ts';
 import type { Logger } from '../logging/logger.ts';
 import { eventsOf } from '../realtime/turn-events.ts';
@@ -319,35 +319,41 @@ export function createChatService(deps: ChatServiceDeps) {
     principal: Principal,
     input: ChatSendRequest,
     meta: RequestMeta,
-    session: SessionRow | undefined,
+    existingId: string | undefined,
     options: SendOptions,
   ): Promise<ChatReply> {
     const source = meta.source ?? 'api';
-    const decision = await router.route({
-      principal,
-      explicitAgent: input.agent ?? null,
-      sessionAgent: session?.agent ?? null,
-      text: input.message,
-      source,
-    });
+    const route = (sessionAgent: string | null) =>
+      router.route({
+        principal,
+        explicitAgent: input.agent ?? null,
+        sessionAgent,
+        text: input.message,
+        source,
+      });
     const token = randomUUID();
-    // A new session is created holding its lease; an existing one waits for it in the queue.
-    const created = session
-      ? undefined
-      : await insertSession(db, {
-          user_id: principal.id,
-          title: titleOf(input.message || options.media?.name || 'Image'),
-          agent: decision.agent,
-          turn_token: token,
-          leaseMs: limits.turnLeaseMs,
-        });
-    const sessionId = session?.id ?? created!.id;
+    // A new session is routed first (a refused agent creates nothing) and created holding
+    // its lease; an existing one is routed once its lease (which checks ownership) is held.
+    let created: SessionRow | undefined;
+    let newDecision: RouteDecision | undefined;
+    if (!existingId) {
+      newDecision = await route(null);
+      created = await insertSession(db, {
+        user_id: principal.id,
+        title: titleOf(input.message || options.media?.name || 'Image'),
+        agent: newDecision.agent,
+        turn_token: token,
+        leaseMs: limits.turnLeaseMs,
+      });
+    }
+    const sessionId = existingId ?? created!.id;
 
     return inSessionQueue(sessionId, async () => {
       const current = created ?? (await lease(principal.id, sessionId, token));
-      // The session may have been deleted while this send waited its turn.
+      // Not the user's, or deleted (perhaps while this send waited its turn).
       if (!current) throw notFound('chat session');
       return asRunningTurn(principal.id, sessionId, token, options.signal, async (signal) => {
+        const decision = newDecision ?? (await route(current.agent));
         const earlier = await listMessages(db, sessionId);
         const userMessage = await insertUserMessage(db, {
           user_id: principal.id,
@@ -616,13 +622,8 @@ export function createChatService(deps: ChatServiceDeps) {
           `the message is longer than ${limits.maxMessageChars} characters`,
           { details: { max_chars: limits.maxMessageChars } },
         );
-      const session = input.session_id
-        ? await findOwnSession(db, principal.id, input.session_id)
-        : undefined;
-      if (input.session_id && !session) throw notFound('chat session');
-
       const cmid = input.client_message_id;
-      if (!cmid) return turn(principal, input, meta, session, options);
+      if (!cmid) return turn(principal, input, meta, input.session_id, options);
 
       const key = `${principal.id}\n${cmid}`;
       const running = inFlight.get(key);
@@ -637,7 +638,7 @@ export function createChatService(deps: ChatServiceDeps) {
       const reply = (async () => {
         const first = await findByClientMessageId(db, principal.id, cmid);
         if (first) return replyOfDuplicate(first, input.message);
-        return turn(principal, input, meta, session, options);
+        return turn(principal, input, meta, input.session_id, options);
       })();
       inFlight.set(key, { message: input.message, reply });
       try {

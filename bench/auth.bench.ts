@@ -21,32 +21,33 @@
  *   BENCH_KEEP_LOG=1     keep the server's stdout (the logs) instead of deleting it
  */
 import { randomBytes } from 'node:crypto';
-import {
-  createReadStream,
-  mkdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
-import pg from 'pg';
+import type pg from 'pg';
 import {
+  api,
   badResponses,
   type ChildServer,
+  cleanChildEnv,
+  cleanRedis as cleanRedisPrefix,
+  countAccessLines,
+  createUsers,
   freePort,
   HOST,
+  loadAverage,
+  loginAll,
   onInterrupt,
   printTable,
+  processRssMb,
   processTreeCpuMs,
+  redisCpuS as redisCpuSAt,
   runCannon,
   startChild,
   summarize,
   waitHttpOk,
+  withPg as withPgAt,
 } from './harness.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -85,98 +86,9 @@ function log(message: string): void {
   process.stderr.write(`bench: ${message}\n`);
 }
 
-async function withPg<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: DATABASE_URL });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
-
-async function cleanRedis(): Promise<number> {
-  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1, lazyConnect: true });
-  redis.on('error', () => {});
-  try {
-    await redis.connect();
-    let cursor = '0';
-    let deleted = 0;
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${keyPrefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) deleted += await redis.unlink(...keys);
-    } while (cursor !== '0');
-    return deleted;
-  } finally {
-    redis.disconnect();
-  }
-}
-
-/** redis-server CPU seconds so far (it shares the machine's cores with the server). */
-async function redisCpuS(): Promise<number | undefined> {
-  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1, lazyConnect: true });
-  redis.on('error', () => {});
-  try {
-    await redis.connect();
-    const info = await redis.info('cpu');
-    const user = Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1]);
-    const sys = Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1]);
-    return Number.isFinite(user + sys) ? user + sys : undefined;
-  } catch {
-    return undefined;
-  } finally {
-    redis.disconnect();
-  }
-}
-
-async function api<T>(
-  base: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  token?: string,
-): Promise<{ status: number; body: T }> {
-  const headers: Record<string, string> = {};
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  if (token) headers.authorization = `Bearer ${token}`;
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers,
-    body: body === undefined ? null : JSON.stringify(body),
-    signal: AbortSignal.timeout(30_000),
-  });
-  return { status: res.status, body: (await res.json()) as T };
-}
-
-/** Runs `fn` over `items` with at most `limit` in flight. */
-async function pool<T, R>(items: T[], limit: number, fn: (item: T, i: number) => Promise<R>) {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await fn(items[i]!, i);
-      }
-    }),
-  );
-  return out;
-}
-
-async function countAccessLines(file: string): Promise<number> {
-  let n = 0;
-  const rl = createInterface({ input: createReadStream(file), crlfDelay: Infinity });
-  for await (const line of rl) if (line.includes('"log":"access"')) n++;
-  return n;
-}
-
-function loadAverage(): string {
-  return os
-    .loadavg()
-    .map((l) => l.toFixed(2))
-    .join(' ');
-}
+const withPg = <T>(fn: (client: pg.Client) => Promise<T>) => withPgAt(DATABASE_URL, fn);
+const cleanRedis = () => cleanRedisPrefix(REDIS_URL, keyPrefix);
+const redisCpuS = () => redisCpuSAt(REDIS_URL);
 
 async function main(): Promise<number> {
   const started = new Date();
@@ -211,25 +123,7 @@ async function main(): Promise<number> {
   let exitCode = 0;
   try {
     // A clean environment for the child: none of the caller's MEZZOFY__/server variables.
-    const childEnv: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(env)) {
-      if (k.startsWith('MEZZOFY__') || k.startsWith('BENCH_')) continue;
-      if (
-        [
-          'PORT',
-          'HOST',
-          'CONFIG_FILE',
-          'LOG_DIR',
-          'LOG_LEVEL',
-          'DATA_DIR',
-          'TRUST_PROXY',
-          'NODE_OPTIONS',
-          'PROCESS_ROLE',
-        ].includes(k)
-      )
-        continue;
-      childEnv[k] = v;
-    }
+    const childEnv = cleanChildEnv(env);
     Object.assign(childEnv, {
       NODE_ENV: 'production',
       HOST,
@@ -285,31 +179,23 @@ async function main(): Promise<number> {
     const adminToken = adminLogin.body.access_token;
     const emails = Array.from({ length: USERS }, (_, i) => `bench-user-${i}@bench.invalid`);
     log(`creating ${USERS} users`);
-    await pool(emails, LOGIN_CONCURRENCY, async (email, i) => {
-      const res = await api(
-        base,
-        'POST',
-        '/admin/users',
-        {
-          email,
-          name: `Bench User ${i}`,
-          password: PASSWORD,
-          department: 'sales',
-          role: 'sales_rep',
-        },
-        adminToken,
-      );
-      if (res.status !== 201)
-        throw new Error(`create ${email}: ${res.status} ${JSON.stringify(res.body)}`);
-    });
-    const tokens = await pool(emails, LOGIN_CONCURRENCY, async (email) => {
-      const res = await api<{ access_token: string }>(base, 'POST', '/auth/login', {
+    await createUsers(
+      base,
+      adminToken,
+      emails.map((email, i) => ({
         email,
+        name: `Bench User ${i}`,
         password: PASSWORD,
-      });
-      if (res.status !== 200) throw new Error(`login ${email}: ${res.status}`);
-      return res.body.access_token;
-    });
+        department: 'sales',
+        role: 'sales_rep',
+      })),
+      LOGIN_CONCURRENCY,
+    );
+    const tokens = await loginAll(
+      base,
+      emails.map((email) => ({ email, password: PASSWORD })),
+      LOGIN_CONCURRENCY,
+    );
     const check = await api<{ email: string }>(base, 'GET', '/auth/me', undefined, tokens[7]);
     if (check.status !== 200 || check.body.email !== emails[7])
       throw new Error(`GET /auth/me sanity check failed: ${check.status}`);
@@ -542,17 +428,6 @@ async function main(): Promise<number> {
     await cleanup();
   }
   return exitCode;
-}
-
-function processRssMb(pid: number | undefined): number | undefined {
-  if (!pid) return undefined;
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
-    return Number.isFinite(kb) ? Math.round(kb / 1024) : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 main().then(

@@ -1,11 +1,23 @@
 /**
  * Shared by the benchmarks: a free local port, a child server that is always killed, an
- * autocannon run that only counts 2xx, and a plain-text table.
+ * autocannon run that only counts 2xx, a plain-text table, and the PostgreSQL, Redis, admin
+ * API and /proc helpers the server benchmarks use.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import {
+  closeSync,
+  createReadStream,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
+import os from 'node:os';
+import { createInterface } from 'node:readline';
 import autocannon from 'autocannon';
+import { Redis } from 'ioredis';
+import pg from 'pg';
 
 export const HOST = '127.0.0.1';
 
@@ -213,4 +225,306 @@ export function processTreeCpuMs(pid: number | undefined): number | undefined {
     // no children file: count the process alone
   }
   return total;
+}
+
+/** Resident memory of a process in MB, from /proc. */
+export function processRssMb(pid: number | undefined): number | undefined {
+  if (!pid) return undefined;
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
+    return Number.isFinite(kb) ? Math.round(kb / 1024) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function loadAverage(): string {
+  return os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
+}
+
+export async function withPg<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Deletes every Redis key under `keyPrefix`; the number deleted. */
+export async function cleanRedis(url: string, keyPrefix: string): Promise<number> {
+  const redis = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: true });
+  redis.on('error', () => {});
+  try {
+    await redis.connect();
+    let cursor = '0';
+    let deleted = 0;
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${keyPrefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) deleted += await redis.unlink(...keys);
+    } while (cursor !== '0');
+    return deleted;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** redis-server CPU seconds so far (it shares the machine's cores with the server). */
+export async function redisCpuS(url: string): Promise<number | undefined> {
+  const redis = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: true });
+  redis.on('error', () => {});
+  try {
+    await redis.connect();
+    const info = await redis.info('cpu');
+    const user = Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1]);
+    const sys = Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1]);
+    return Number.isFinite(user + sys) ? user + sys : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** One JSON request to the server under test (setup and checks, not load). */
+export async function api<T>(
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  token?: string,
+): Promise<{ status: number; body: T }> {
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers,
+    body: body === undefined ? null : JSON.stringify(body),
+    signal: AbortSignal.timeout(30_000),
+  });
+  return { status: res.status, body: (await res.json()) as T };
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+export async function pool<T, R>(
+  items: T[],
+  limit: number,
+  fn: (item: T, i: number) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]!, i);
+      }
+    }),
+  );
+  return out;
+}
+
+/** Lines of the server's stdout that are access-log records. */
+export async function countAccessLines(file: string): Promise<number> {
+  let n = 0;
+  const rl = createInterface({ input: createReadStream(file), crlfDelay: Infinity });
+  for await (const line of rl) if (line.includes('"log":"access"')) n++;
+  return n;
+}
+
+/**
+ * The caller's environment for a server child, without anything that would configure the
+ * server behind the bench's back (MEZZOFY__ overrides, BENCH_ settings, port, paths, roles).
+ */
+export function cleanChildEnv(env: NodeJS.ProcessEnv, alsoDrop: string[] = []): NodeJS.ProcessEnv {
+  const drop = new Set([
+    'PORT',
+    'HOST',
+    'CONFIG_FILE',
+    'LOG_DIR',
+    'LOG_LEVEL',
+    'DATA_DIR',
+    'TRUST_PROXY',
+    'NODE_OPTIONS',
+    'PROCESS_ROLE',
+    ...alsoDrop,
+  ]);
+  const out: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (k.startsWith('MEZZOFY__') || k.startsWith('BENCH_') || drop.has(k)) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+export interface BenchUser {
+  email: string;
+  name: string;
+  password: string;
+  department: string;
+  role: string;
+}
+
+/** Creates the users through the admin API (201 each, else throws). */
+export async function createUsers(
+  base: string,
+  adminToken: string,
+  users: BenchUser[],
+  concurrency: number,
+): Promise<void> {
+  await pool(users, concurrency, async (user) => {
+    const res = await api(base, 'POST', '/admin/users', user, adminToken);
+    if (res.status !== 201)
+      throw new Error(`create ${user.email}: ${res.status} ${JSON.stringify(res.body)}`);
+  });
+}
+
+/** Logs each user in once; their access tokens, in order. */
+export function loginAll(
+  base: string,
+  users: Array<{ email: string; password: string }>,
+  concurrency: number,
+): Promise<string[]> {
+  return pool(users, concurrency, async ({ email, password }) => {
+    const res = await api<{ access_token: string }>(base, 'POST', '/auth/login', {
+      email,
+      password,
+    });
+    if (res.status !== 200) throw new Error(`login ${email}: ${res.status}`);
+    return res.body.access_token;
+  });
+}
+
+/**
+ * The first line of `file` that parses as a JSON object: how a launched child (the fake model
+ * server) reports where it listens. Throws if the child exits or `timeoutMs` passes first.
+ */
+export async function waitJsonLine<T>(
+  file: string,
+  server: ChildServer,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (server.child.exitCode !== null)
+      throw new Error(`child exited (code ${server.child.exitCode}):\n${server.stderrTail()}`);
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      // not written yet
+    }
+    for (const line of text.split('\n')) {
+      if (!line.startsWith('{')) continue;
+      try {
+        return JSON.parse(line) as T;
+      } catch {
+        // a line still being written
+      }
+    }
+    await sleep(50);
+  }
+  throw new Error(`no JSON line in ${file} within ${timeoutMs} ms:\n${server.stderrTail()}`);
+}
+
+/** Percentile (nearest rank) of an ascending array; NaN when empty. */
+export function percentile(sorted: ArrayLike<number>, p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
+}
+
+export interface Distribution {
+  count: number;
+  avg: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+
+/** Summary of a sample of durations, in the sample's unit, rounded to `digits` decimals. */
+export function distribution(values: number[], digits = 2): Distribution {
+  const sorted = Float64Array.from(values).sort();
+  const round = (v: number) => (Number.isFinite(v) ? Number(v.toFixed(digits)) : Number.NaN);
+  let sum = 0;
+  for (const v of sorted) sum += v;
+  return {
+    count: sorted.length,
+    avg: round(sum / sorted.length),
+    p50: round(percentile(sorted, 50)),
+    p90: round(percentile(sorted, 90)),
+    p99: round(percentile(sorted, 99)),
+    max: round(sorted.length ? sorted[sorted.length - 1]! : Number.NaN),
+  };
+}
+
+/** CPU time (ms) of several processes together; those gone or unreadable count 0. */
+export function pidsCpuMs(pids: number[]): number {
+  let total = 0;
+  for (const pid of pids) total += processCpuMs(pid) ?? 0;
+  return total;
+}
+
+/**
+ * The PostgreSQL backend processes serving `pid`'s open connections (Linux): the process's
+ * TCP sockets to the database port, matched by client port in pg_stat_activity. Lets a bench
+ * count the database CPU its server causes, apart from anyone else's on the same PostgreSQL.
+ */
+export async function postgresBackendPids(pid: number, databaseUrl: string): Promise<number[]> {
+  const dbPort = Number(new URL(databaseUrl).port || 5432);
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]!);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const clientPorts: number[] = [];
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10 || !inodes.has(f[9]!)) continue;
+      const local = Number.parseInt(f[1]!.split(':')[1]!, 16);
+      const remote = Number.parseInt(f[2]!.split(':')[1]!, 16);
+      if (remote === dbPort) clientPorts.push(local);
+    }
+  }
+  if (clientPorts.length === 0) return [];
+  const res = await withPg(databaseUrl, (c) =>
+    c.query<{ pid: number }>('select pid from pg_stat_activity where client_port = any($1)', [
+      clientPorts,
+    ]),
+  );
+  return res.rows.map((r) => r.pid);
+}
+
+/** The whole machine's CPU time so far, busy and idle (ms, all cores), from /proc/stat. */
+export function machineCpuMs(): { busy: number; idle: number } | undefined {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1);
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = f.map(Number) as number[];
+    // In clock ticks (100 per second).
+    return {
+      busy: (user! + nice! + system! + irq! + softirq! + steal!) * 10,
+      idle: (idle! + iowait!) * 10,
+    };
+  } catch {
+    return undefined;
+  }
 }

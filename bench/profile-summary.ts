@@ -1,9 +1,11 @@
 /**
- * Summarises a V8 .cpuprofile (from `BENCH_PROFILE=1 npm run bench`): self time by function
- * and by package, and total (inclusive) time of the functions that matter on the hot path.
- * Only samples inside the GET /auth/me window are counted when the bench recorded one.
+ * Summarises a V8 .cpuprofile (from `BENCH_PROFILE=1 npm run bench` or `npm run bench:chat`):
+ * self time by function and by package, and total (inclusive) time of the functions that
+ * matter on the hot path. Only samples inside the measured window are counted when the bench
+ * recorded one (GET /auth/me; for the chat bench the throughput phase, or `--window overhead`
+ * / `--window ttft`).
  *
- *   npx tsx bench/profile-summary.ts [file.cpuprofile] [--top 30]
+ *   npx tsx bench/profile-summary.ts [file.cpuprofile] [--top 30] [--window name]
  *
  * With no file: the profile of the last profiled run (bench/results/profiles/latest.json).
  */
@@ -34,16 +36,29 @@ const topAt = args.indexOf('--top');
 const TOP = topAt >= 0 ? Number(args[topAt + 1]) : 30;
 let file = args.find((a) => a.endsWith('.cpuprofile'));
 let window: [number, number] | undefined;
+let windowLabel = 'GET /auth/me window only';
 if (!file) {
   const dir = join(ROOT, 'bench/results/profiles');
-  const { pid, me_window_us } = JSON.parse(readFileSync(join(dir, 'latest.json'), 'utf8')) as {
+  const latest = JSON.parse(readFileSync(join(dir, 'latest.json'), 'utf8')) as {
     pid: number;
     me_window_us: { from: number; to: number };
+    window_label?: string;
+    windows_us?: Record<string, { from: number; to: number }>;
   };
+  const { pid } = latest;
   const match = readdirSync(dir).find((f) => f.includes(`.${pid}.0.`) && f.endsWith('.cpuprofile'));
   if (!match) throw new Error(`no profile for pid ${pid} in ${dir}`);
   file = join(dir, match);
-  window = [me_window_us.from, me_window_us.to];
+  const windowAt = args.indexOf('--window');
+  const named = windowAt >= 0 ? args[windowAt + 1] : undefined;
+  const chosen = named ? latest.windows_us?.[named] : latest.me_window_us;
+  if (!chosen)
+    throw new Error(
+      `no window ${named}; known: ${Object.keys(latest.windows_us ?? {}).join(', ')}`,
+    );
+  window = [chosen.from, chosen.to];
+  if (named) windowLabel = `${named} window only`;
+  else if (latest.window_label) windowLabel = latest.window_label;
 }
 
 const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile;
@@ -122,12 +137,12 @@ const print = (
 };
 
 console.log(
-  `${file}\n${window ? 'GET /auth/me window only, ' : ''}${(totalUs / 1e6).toFixed(1)} s of samples`,
+  `${file}\n${window ? `${windowLabel}, ` : ''}${(totalUs / 1e6).toFixed(1)} s of samples`,
 );
 print('Self time by package', selfByPkg, 25);
 print(`Top ${TOP} functions by self time`, selfByFn, TOP);
 print('Total (inclusive) time, our code and the hot-path libraries', inclusive, TOP, (k) =>
-  /server\/src|fastify-type-provider-zod|fast-json-stringify|pino|sonic-boom|rate-limiter-flexible|ioredis|jose|lru-cache|zod/.test(
+  /server\/src|fastify-type-provider-zod|fast-json-stringify|pino|sonic-boom|rate-limiter-flexible|ioredis|jose|lru-cache|zod|kysely| {2}pg(-[a-z]+)?:|@anthropic-ai|undici| {2}ws:/.test(
     k,
   ),
 );

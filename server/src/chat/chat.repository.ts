@@ -95,17 +95,9 @@ export async function sessionBusy(db: Executor, sessionId: string): Promise<bool
   return row !== undefined;
 }
 
-/**
- * The end of a turn: marks the session updated (and its agent) and gives the lease back if
- * this turn still holds it (one statement).
- */
-export async function touchSession(
-  db: Executor,
-  sessionId: string,
-  values: { agent?: string },
-  token: string,
-): Promise<void> {
-  await db
+/** Ends a turn: touches the session (and its agent) and gives the lease back if still held. */
+function endTurnQuery(db: Executor, sessionId: string, values: { agent?: string }, token: string) {
+  return db
     .updateTable('chat_sessions')
     .set((eb) => ({
       ...values,
@@ -123,8 +115,7 @@ export async function touchSession(
         .else(eb.ref('turn_expires_at'))
         .end(),
     }))
-    .where('id', '=', sessionId)
-    .execute();
+    .where('id', '=', sessionId);
 }
 
 /** Gives the lease back without touching the session (a turn that stored nothing). */
@@ -207,7 +198,11 @@ export function insertUserMessage(
     .executeTakeFirst();
 }
 
-export function insertAssistantMessage(
+/**
+ * Stores a turn's answer and ends the turn in one statement: a data-modifying
+ * CTE, so the session is never left holding a lease its stored answer no longer needs.
+ */
+export function insertAnswerAndEndTurn(
   db: Executor,
   values: {
     user_id: string;
@@ -215,8 +210,11 @@ export function insertAssistantMessage(
     content: string;
     metadata: Record<string, unknown>;
   },
+  end: { agent?: string; token: string },
 ): Promise<MessageRow> {
+  const { token, ...touched } = end;
   return db
+    .with('ended', () => endTurnQuery(db, values.session_id, touched, token))
     .insertInto('conversations')
     .values({ ...values, role: 'assistant', metadata: JSON.stringify(values.metadata) })
     .returning(['id', 'role', 'content', 'metadata', 'client_message_id', 'created_at'])

@@ -49,7 +49,7 @@ import {
   findByClientMessageId,
   findOwnSession,
   findReplyTo,
-  insertAssistantMessage,
+  insertAnswerAndEndTurn,
   insertSession,
   insertUserMessage,
   leaseSession,
@@ -60,7 +60,6 @@ import {
   type SessionRow,
   sessionBusy,
   softDeleteSession,
-  touchSession,
   updateMessageMetadata,
 } from './chat.repository.ts';
 import type { ImageMediaType } from './media-type.ts';
@@ -281,10 +280,15 @@ export function createChatService(deps: ChatServiceDeps) {
     }
   }
 
-  /** The end of a stored turn: the session is touched and its lease given back at once. */
-  async function endTurn(sessionId: string, agent: string | undefined, token: string) {
-    await touchSession(db, sessionId, agent ? { agent } : {}, token);
+  /** Stores the turn's answer, touches the session and gives its lease back: one statement. */
+  async function storeAnswer(
+    values: Parameters<typeof insertAnswerAndEndTurn>[1],
+    agent: string | undefined,
+    token: string,
+  ): Promise<MessageRow> {
+    const row = await insertAnswerAndEndTurn(db, values, { ...(agent ? { agent } : {}), token });
     released.add(token);
+    return row;
   }
 
   /** A turn aborted by shutdown ends as failed (service_unavailable), not as cancelled. */
@@ -354,26 +358,30 @@ export function createChatService(deps: ChatServiceDeps) {
       if (!current) throw notFound('chat session');
       return asRunningTurn(principal.id, sessionId, token, options.signal, async (signal) => {
         const decision = newDecision ?? (await route(current.agent));
-        const earlier = await listMessages(db, sessionId);
-        const userMessage = await insertUserMessage(db, {
-          user_id: principal.id,
-          session_id: sessionId,
-          content: input.message,
-          client_message_id: input.client_message_id ?? null,
-          metadata: {
-            ...(input.client_message_id ? { client_message_id: input.client_message_id } : {}),
-            agent: decision.agent,
-            ...(options.media
-              ? {
-                  media: {
-                    type: options.media.mediaType,
-                    bytes: options.media.data.byteLength,
-                    name: options.media.name,
-                  },
-                }
-              : {}),
-          },
-        });
+        // Loaded alongside the insert (one round trip less); the new message is left out.
+        const [stored, userMessage] = await Promise.all([
+          listMessages(db, sessionId),
+          insertUserMessage(db, {
+            user_id: principal.id,
+            session_id: sessionId,
+            content: input.message,
+            client_message_id: input.client_message_id ?? null,
+            metadata: {
+              ...(input.client_message_id ? { client_message_id: input.client_message_id } : {}),
+              agent: decision.agent,
+              ...(options.media
+                ? {
+                    media: {
+                      type: options.media.mediaType,
+                      bytes: options.media.data.byteLength,
+                      name: options.media.name,
+                    },
+                  }
+                : {}),
+            },
+          }),
+        ]);
+        const earlier = userMessage ? stored.filter((r) => r.id !== userMessage.id) : stored;
         if (!userMessage) {
           // Lost the race to another process with the same client_message_id.
           const first = await findByClientMessageId(db, principal.id, input.client_message_id!);
@@ -415,18 +423,21 @@ export function createChatService(deps: ChatServiceDeps) {
           throw err;
         }
 
-        const assistant = await insertAssistantMessage(db, {
-          user_id: principal.id,
-          session_id: sessionId,
-          content: collected.end.text,
-          metadata: {
-            reply_to: userMessage.id,
-            agent: decision.agent,
-            routed_by: decision.by,
-            ...answerMetadata(collected),
+        const assistant = await storeAnswer(
+          {
+            user_id: principal.id,
+            session_id: sessionId,
+            content: collected.end.text,
+            metadata: {
+              reply_to: userMessage.id,
+              agent: decision.agent,
+              routed_by: decision.by,
+              ...answerMetadata(collected),
+            },
           },
-        });
-        await endTurn(sessionId, decision.agent, token);
+          decision.agent,
+          token,
+        );
         return replyOf(sessionId, assistant);
       });
     });
@@ -441,19 +452,18 @@ export function createChatService(deps: ChatServiceDeps) {
     metadata: Record<string, unknown>,
   ): Promise<void> {
     if (!(err instanceof AppError)) log.error({ err, sessionId }, 'chat turn failed');
-    await insertAssistantMessage(db, {
-      user_id: userId,
-      session_id: sessionId,
-      content: '',
-      metadata: {
-        status: 'failed',
-        error: err instanceof AppError ? err.code : 'internal_error',
-        message: err instanceof AppError ? err.message : 'internal server error',
-        ...metadata,
+    await storeAnswer(
+      {
+        user_id: userId,
+        session_id: sessionId,
+        content: '',
+        metadata: {
+          status: 'failed',
+          error: err instanceof AppError ? err.code : 'internal_error',
+          message: err instanceof AppError ? err.message : 'internal server error',
+          ...metadata,
+        },
       },
-    });
-    await endTurn(
-      sessionId,
       typeof metadata.agent === 'string' ? metadata.agent : undefined,
       token,
     );
@@ -554,19 +564,22 @@ export function createChatService(deps: ChatServiceDeps) {
           });
           return;
         }
-        const assistant = await insertAssistantMessage(db, {
-          user_id: principal.id,
-          session_id: sessionId,
-          content: collected.end.text,
-          metadata: {
-            continues: row.id,
-            approval_id: action.id,
-            agent,
-            routed_by: meta.routed_by ?? null,
-            ...answerMetadata(collected),
+        const assistant = await storeAnswer(
+          {
+            user_id: principal.id,
+            session_id: sessionId,
+            content: collected.end.text,
+            metadata: {
+              continues: row.id,
+              approval_id: action.id,
+              agent,
+              routed_by: meta.routed_by ?? null,
+              ...answerMetadata(collected),
+            },
           },
-        });
-        await endTurn(sessionId, agent, token);
+          agent,
+          token,
+        );
         publish({ type: 'message.end', request_id: requestId, ...replyOf(sessionId, assistant) });
       });
     });

@@ -77,6 +77,22 @@ async function latestSession(userId: string): Promise<string> {
   return row.id;
 }
 
+/** Starts a REST turn on B whose model answers after `delayMs`; its reply and session. */
+async function turnOnB(user: { id: string; token: string }, text: string, delayMs: number) {
+  fake.clear();
+  fake.script('anthropic', { text, delayMs });
+  const pending = B.inject(user.token, {
+    method: 'POST',
+    url: '/chat/send',
+    payload: { message: 'Any new leads?', agent: 'sales' },
+  });
+  await waitFor(() => fake.requests.length === 1, 5_000, 'the model request');
+  return { pending, sessionId: await latestSession(user.id) };
+}
+
+const cancelOnA = (token: string, sessionId: string) =>
+  A.inject(token, { method: 'POST', url: `/chat/sessions/${sessionId}/cancel` });
+
 describe('events produced on another process', () => {
   it('a turn resumed on B after an approval there streams to the socket on A', async () => {
     const { user, c } = await userOnA();
@@ -136,16 +152,8 @@ describe('events produced on another process', () => {
 describe('cancel reaches the process running the turn', () => {
   it('chat.cancel on A stops a REST turn running on B', async () => {
     const { user, c } = await userOnA();
-    fake.clear();
-    fake.script('anthropic', { text: 'This answer takes far too long.', delayMs: 20_000 });
     const started = performance.now();
-    const pending = B.inject(user.token, {
-      method: 'POST',
-      url: '/chat/send',
-      payload: { message: 'Summarise the pipeline', agent: 'sales' },
-    });
-    await waitFor(() => fake.requests.length === 1, 5_000, 'the model request');
-    const sessionId = await latestSession(user.id);
+    const { pending, sessionId } = await turnOnB(user, 'This answer takes far too long.', 20_000);
 
     await c.send({ type: 'chat.cancel', session_id: sessionId });
     const res = await pending;
@@ -160,46 +168,21 @@ describe('cancel reaches the process running the turn', () => {
 
   it('POST /chat/sessions/:id/cancel on A does the same; nothing running → cancelled false', async () => {
     const user = await A.userWithToken('sales_rep');
-    fake.clear();
-    fake.script('anthropic', { text: 'Slow.', delayMs: 20_000 });
-    const pending = B.inject(user.token, {
-      method: 'POST',
-      url: '/chat/send',
-      payload: { message: 'Any new leads?', agent: 'sales' },
-    });
-    await waitFor(() => fake.requests.length === 1, 5_000, 'the model request');
-    const sessionId = await latestSession(user.id);
-    const cancel = await A.inject(user.token, {
-      method: 'POST',
-      url: `/chat/sessions/${sessionId}/cancel`,
-    });
+    const { pending, sessionId } = await turnOnB(user, 'Slow.', 20_000);
+    const cancel = await cancelOnA(user.token, sessionId);
     expect(cancel.statusCode, cancel.body).toBe(200);
     expect(cancel.json()).toEqual({ cancelled: true });
     expect((await pending).json()).toMatchObject({ finish: 'cancelled' });
 
-    const again = await A.inject(user.token, {
-      method: 'POST',
-      url: `/chat/sessions/${sessionId}/cancel`,
-    });
+    const again = await cancelOnA(user.token, sessionId);
     expect(again.json()).toEqual({ cancelled: false });
   });
 
   it("another user's session: 404, and the turn keeps running", async () => {
     const owner = await A.userWithToken('sales_rep');
     const other = await A.userWithToken('sales_rep');
-    fake.clear();
-    fake.script('anthropic', { text: 'Done in a moment.', delayMs: 600 });
-    const pending = B.inject(owner.token, {
-      method: 'POST',
-      url: '/chat/send',
-      payload: { message: 'Any new leads?', agent: 'sales' },
-    });
-    await waitFor(() => fake.requests.length === 1, 5_000, 'the model request');
-    const sessionId = await latestSession(owner.id);
-    const res = await A.inject(other.token, {
-      method: 'POST',
-      url: `/chat/sessions/${sessionId}/cancel`,
-    });
+    const { pending, sessionId } = await turnOnB(owner, 'Done in a moment.', 600);
+    const res = await cancelOnA(other.token, sessionId);
     expect(res.statusCode).toBe(404);
     expect(res.json().error.code).toBe('not_found');
     expect((await pending).json()).toMatchObject({ finish: 'stop', text: 'Done in a moment.' });

@@ -65,6 +65,36 @@ const principal: Principal = {
   locale: 'en',
 };
 
+/** Runs one sales turn of the base loop on a fake model and executor; its events. */
+async function runTurn(
+  llm: { stream(): AsyncGenerator<LlmEvent> },
+  executor: ToolExecutor,
+  signal: AbortSignal,
+): Promise<AgentEvent[]> {
+  const runner = createAgentRunner({
+    llm: llm as never,
+    tools: executor,
+    skills,
+    agents: AGENTS,
+    knowledge: () => '',
+    clock: () => new Date(),
+    limits: { maxSteps: 5, turnTimeoutMs: 5_000 },
+    log: pino({ level: 'silent' }),
+  });
+  const events: AgentEvent[] = [];
+  for await (const e of runner.run({
+    principal,
+    agent: 'sales',
+    sessionId: null,
+    history: [],
+    message: { role: 'user', content: [{ type: 'text', text: 'hi' }] },
+    source: 'web',
+    signal,
+  }))
+    events.push(e);
+  return events;
+}
+
 describe('agent start-up checks', () => {
   const withAgent = (patch: Partial<AgentDefinition>) =>
     new Map<AgentName, AgentDefinition>([['sales', { ...AGENTS.get('sales')!, ...patch }]]);
@@ -107,27 +137,7 @@ describe('cancel between tools', () => {
         yield { type: 'finish', reason: 'tool-calls' };
       },
     };
-    const runner = createAgentRunner({
-      llm: llm as never,
-      tools: executor,
-      skills,
-      agents: AGENTS,
-      knowledge: () => '',
-      clock: () => new Date(),
-      limits: { maxSteps: 5, turnTimeoutMs: 5_000 },
-      log: pino({ level: 'silent' }),
-    });
-    const events: AgentEvent[] = [];
-    for await (const e of runner.run({
-      principal,
-      agent: 'sales',
-      sessionId: null,
-      history: [],
-      message: { role: 'user', content: [{ type: 'text', text: 'hi' }] },
-      source: 'web',
-      signal: controller.signal,
-    }))
-      events.push(e);
+    const events = await runTurn(llm, executor, controller.signal);
     expect(executed).toEqual(['a']);
     const end = events.at(-1)!;
     expect(end).toMatchObject({ type: 'message-end', finish: 'cancelled' });
@@ -164,27 +174,7 @@ describe('cancel between tools', () => {
         }
       },
     };
-    const runner = createAgentRunner({
-      llm: llm as never,
-      tools: executor,
-      skills,
-      agents: AGENTS,
-      knowledge: () => '',
-      clock: () => new Date(),
-      limits: { maxSteps: 5, turnTimeoutMs: 5_000 },
-      log: pino({ level: 'silent' }),
-    });
-    const events: AgentEvent[] = [];
-    for await (const e of runner.run({
-      principal,
-      agent: 'sales',
-      sessionId: null,
-      history: [],
-      message: { role: 'user', content: [{ type: 'text', text: 'export the pipeline' }] },
-      source: 'web',
-      signal: new AbortController().signal,
-    }))
-      events.push(e);
+    const events = await runTurn(llm, executor, new AbortController().signal);
     const types = events.map((e) => e.type);
     const end = types.indexOf('tool-call-end');
     expect(types[end + 1]).toBe('artifact-created');

@@ -83,16 +83,16 @@ export function leaseSession(
     .executeTakeFirst();
 }
 
-/** True while a turn holds the session's lease. */
-export async function sessionBusy(db: Executor, sessionId: string): Promise<boolean> {
+/** The lease token of the turn running in the session now; null if none. */
+export async function sessionBusy(db: Executor, sessionId: string): Promise<string | null> {
   const row = await db
     .selectFrom('chat_sessions')
-    .select('id')
+    .select('turn_token')
     .where('id', '=', sessionId)
     .where('turn_token', 'is not', null)
     .where('turn_expires_at', '>', sql<Date>`now()`)
     .executeTakeFirst();
-  return row !== undefined;
+  return row?.turn_token ?? null;
 }
 
 /** Ends a turn: touches the session (and its agent) and gives the lease back if still held. */

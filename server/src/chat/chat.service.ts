@@ -62,8 +62,9 @@ import {
   softDeleteSession,
   updateMessageMetadata,
 } from './chat.repository.ts';
+import { turnsOf } from './history.ts';
 import type { ImageMediaType } from './media-type.ts';
-import type { SessionHistory } from './session-history.ts';
+import type { FitHistoryInput, SessionHistory } from './session-history.ts';
 
 const TITLE_CHARS = 60;
 
@@ -194,17 +195,19 @@ export function createChatService(deps: ChatServiceDeps) {
   const sessionQueues = new Map<string, Promise<unknown>>();
   /** Sends in flight by `${userId}\n${clientMessageId}`. */
   const inFlight = new Map<string, { message: string; reply: Promise<ChatReply> }>();
-  /** Turns running on this process, by session. */
-  const running = new Map<string, { userId: string; controller: AbortController }>();
+  /** Turns running on this process, by session, with the lease token each holds. */
+  const running = new Map<string, { userId: string; token: string; controller: AbortController }>();
   /** Settles when every turn started on this process has ended (for shutdown). */
   const pending = new Set<Promise<unknown>>();
   let closing = false;
   /** Leases given back by `endTurn`, so the running turn's wrapper does not do it again. */
   const released = new Set<string>();
 
-  events.onCancel(({ userId, sessionId }) => {
+  events.onCancel(({ userId, sessionId, token }) => {
     const turn = running.get(sessionId);
-    if (turn && turn.userId === userId) turn.controller.abort(new Error('cancelled by the user'));
+    // The token names the turn that was running when the user asked: not the one after it.
+    if (turn && turn.userId === userId && (!token || turn.token === token))
+      turn.controller.abort(new Error('cancelled by the user'));
   });
 
   function inSessionQueue<T>(sessionId: string, work: () => Promise<T>): Promise<T> {
@@ -235,10 +238,13 @@ export function createChatService(deps: ChatServiceDeps) {
     userId: string,
     sessionId: string,
     token: string,
+    callerSignal?: AbortSignal,
   ): Promise<SessionRow | undefined> {
     const deadline = Date.now() + limits.turnWaitMs;
     for (let pause = 20; ; pause = Math.min(pause * 2, 250)) {
       if (closing) throw shuttingDown();
+      if (callerSignal?.aborted)
+        throw new AppError('conflict', 'cancelled before the turn started; nothing was stored');
       const row = await leaseSession(db, userId, sessionId, token, limits.turnLeaseMs);
       if (row) return row;
       if (!(await findOwnSession(db, userId, sessionId))) return undefined;
@@ -267,7 +273,9 @@ export function createChatService(deps: ChatServiceDeps) {
     const onAbort = () => controller.abort(callerSignal?.reason);
     if (callerSignal?.aborted) onAbort();
     else callerSignal?.addEventListener('abort', onAbort, { once: true });
-    running.set(sessionId, { userId, controller });
+    running.set(sessionId, { userId, token, controller });
+    // A turn that got past the closing checks just as shutdown began is aborted too.
+    if (closing) controller.abort(SHUTDOWN);
     try {
       return await work(controller.signal);
     } finally {
@@ -294,6 +302,26 @@ export function createChatService(deps: ChatServiceDeps) {
   /** A turn aborted by shutdown ends as failed (service_unavailable), not as cancelled. */
   function checkShutdown(signal: AbortSignal) {
     if (signal.aborted && signal.reason === SHUTDOWN) throw shuttingDown();
+  }
+
+  /** The turn was cut short by shutdown (a turn that had finished anyway is kept). */
+  function interruptedByShutdown(signal: AbortSignal, collected: CollectedTurn): boolean {
+    return signal.reason === SHUTDOWN && collected.end.finish === 'cancelled';
+  }
+
+  /**
+   * The history, unless the turn is stopped while it is made (a summary takes a model call):
+   * shutdown fails the turn; a cancel goes on with none, and the agent ends the turn
+   * 'cancelled' before any model call.
+   */
+  async function historyFor(input: FitHistoryInput & { signal: AbortSignal }) {
+    try {
+      return await deps.history.fit(input);
+    } catch (err) {
+      if (!input.signal.aborted) throw err;
+      checkShutdown(input.signal);
+      return [];
+    }
   }
 
   /** Another send stored this client_message_id first: its reply, once stored. */
@@ -353,7 +381,7 @@ export function createChatService(deps: ChatServiceDeps) {
     const sessionId = existingId ?? created!.id;
 
     return inSessionQueue(sessionId, async () => {
-      const current = created ?? (await lease(principal.id, sessionId, token));
+      const current = created ?? (await lease(principal.id, sessionId, token, options.signal));
       // Not the user's, or deleted (perhaps while this send waited its turn).
       if (!current) throw notFound('chat session');
       return asRunningTurn(principal.id, sessionId, token, options.signal, async (signal) => {
@@ -391,9 +419,9 @@ export function createChatService(deps: ChatServiceDeps) {
           return replyOfDuplicate(first, input.message);
         }
 
-        let collected: CollectedTurn;
+        let collected: CollectedTurn | undefined;
         try {
-          const history = await deps.history.fit({
+          const history = await historyFor({
             principal,
             session: current,
             rows: earlier,
@@ -413,12 +441,14 @@ export function createChatService(deps: ChatServiceDeps) {
             }),
             options.onEvent,
           );
-          checkShutdown(signal);
+          if (interruptedByShutdown(signal, collected)) throw shuttingDown();
         } catch (err) {
+          // What ran before the failure (tool calls, parked approvals) stays in the transcript.
           await storeFailure(principal.id, sessionId, err, token, {
             reply_to: userMessage.id,
             agent: decision.agent,
             routed_by: decision.by,
+            ...(collected ? answerMetadata(collected) : {}),
           });
           throw err;
         }
@@ -481,12 +511,27 @@ export function createChatService(deps: ChatServiceDeps) {
     if (!sessionId || !callId || outcome.status === 'pending_approval') return;
     const requestId = `approval:${action.id}`;
     const publish = (body: WsServerEventBody) => events.publish(action.user_id, body);
+    const publishError = (err: unknown) =>
+      publish({
+        type: 'error',
+        code: err instanceof AppError ? err.code : 'internal_error',
+        message: err instanceof AppError ? err.message : 'internal server error',
+        request_id: requestId,
+      });
     await inSessionQueue(sessionId, async () => {
       const principal = await principalOf(action.user_id);
       if (!principal) return;
       const token = randomUUID();
-      const session = await lease(principal.id, sessionId, token);
+      let session: SessionRow | undefined;
+      try {
+        session = await lease(principal.id, sessionId, token);
+      } catch (err) {
+        // Shutdown, or the session stayed busy: the decision stands, the turn does not go on.
+        publishError(err);
+        throw err;
+      }
       if (!session) return;
+      const leased = session;
       await asRunningTurn(principal.id, sessionId, token, undefined, async (signal) => {
         const rows = await listMessages(db, sessionId);
         let index = -1;
@@ -531,17 +576,29 @@ export function createChatService(deps: ChatServiceDeps) {
 
         const agent = ((meta.agent as string | undefined) ?? action.agent) as ChatReply['agent'];
         const source = action.source as AuditSource;
-        let collected: CollectedTurn;
+        // The parked turn goes to the model whole (its tool calls need their results); the
+        // turns before it are fitted to the budget.
+        const turnRows = [...rows.slice(0, index), updated];
+        const start = Math.max(
+          0,
+          turnRows.findLastIndex((r) => r.role === 'user'),
+        );
+        const parked = turnsOf(turnRows.slice(start)).at(-1)?.messages ?? [];
+        let collected: CollectedTurn | undefined;
         try {
-          const history = await deps.history.fit({
-            principal,
-            session,
-            rows: [...rows.slice(0, index), updated],
-            source,
-            signal,
-          });
+          const history = [
+            ...(await historyFor({
+              principal,
+              session: leased,
+              rows: turnRows.slice(0, start),
+              source,
+              signal,
+            })),
+            ...parked,
+          ];
           const results = history.pop();
-          if (results?.role !== 'tool') return;
+          if (results?.role !== 'tool')
+            throw new AppError('conflict', 'this turn can no longer continue; ask again');
           checkShutdown(signal);
           collected = await collectTurn(
             agents.run({ principal, agent, sessionId, history, message: results, source, signal }),
@@ -549,19 +606,15 @@ export function createChatService(deps: ChatServiceDeps) {
               for (const body of eventsOf(requestId, event)) publish(body);
             },
           );
-          checkShutdown(signal);
+          if (interruptedByShutdown(signal, collected)) throw shuttingDown();
         } catch (err) {
           await storeFailure(principal.id, sessionId, err, token, {
             continues: row.id,
             approval_id: action.id,
             agent,
+            ...(collected ? answerMetadata(collected) : {}),
           });
-          publish({
-            type: 'error',
-            code: err instanceof AppError ? err.code : 'internal_error',
-            message: err instanceof AppError ? err.message : 'internal server error',
-            request_id: requestId,
-          });
+          publishError(err);
           return;
         }
         const assistant = await storeAnswer(
@@ -585,6 +638,45 @@ export function createChatService(deps: ChatServiceDeps) {
     });
   }
 
+  async function sendNow(
+    principal: Principal,
+    input: ChatSendRequest,
+    meta: RequestMeta,
+    options: SendOptions = {},
+  ): Promise<ChatReply> {
+    if (closing) throw shuttingDown();
+    if (input.message.length > limits.maxMessageChars)
+      throw new AppError(
+        'payload_too_large',
+        `the message is longer than ${limits.maxMessageChars} characters`,
+        { details: { max_chars: limits.maxMessageChars } },
+      );
+    const cmid = input.client_message_id;
+    if (!cmid) return turn(principal, input, meta, input.session_id, options);
+
+    const key = `${principal.id}\n${cmid}`;
+    const sending = inFlight.get(key);
+    if (sending) {
+      if (sending.message !== input.message)
+        throw new AppError(
+          'conflict',
+          'this client_message_id was already used for a different message',
+        );
+      return sending.reply;
+    }
+    const reply = (async () => {
+      const first = await findByClientMessageId(db, principal.id, cmid);
+      if (first) return replyOfDuplicate(first, input.message);
+      return turn(principal, input, meta, input.session_id, options);
+    })();
+    inFlight.set(key, { message: input.message, reply });
+    try {
+      return await reply;
+    } finally {
+      inFlight.delete(key);
+    }
+  }
+
   return {
     /** The approvals service's decided handler: resumes the turn without blocking the caller. */
     onDecided(action: PendingActionRow, outcome: ToolOutcome): void {
@@ -606,9 +698,9 @@ export function createChatService(deps: ChatServiceDeps) {
         local.controller.abort(new Error('cancelled by the user'));
         return { cancelled: true };
       }
-      const busy = await sessionBusy(db, sessionId);
-      if (busy) await events.cancel({ userId: principal.id, sessionId });
-      return { cancelled: busy };
+      const token = await sessionBusy(db, sessionId);
+      if (token) await events.cancel({ userId: principal.id, sessionId, token });
+      return { cancelled: token !== null };
     },
 
     /**
@@ -618,47 +710,27 @@ export function createChatService(deps: ChatServiceDeps) {
     async shutdown(timeoutMs: number): Promise<void> {
       closing = true;
       for (const turn of running.values()) turn.controller.abort(SHUTDOWN);
-      const all = Promise.allSettled([...pending]);
-      await Promise.race([all, sleep(timeoutMs)]);
+      // Until every turn is stored: one that started meanwhile is aborted as it registers.
+      const deadline = Date.now() + timeoutMs;
+      while (pending.size > 0 && Date.now() < deadline)
+        await Promise.race([Promise.allSettled([...pending]), sleep(deadline - Date.now())]);
     },
 
-    async send(
+    /** One turn (see the module comment); tracked so shutdown waits for it to be stored. */
+    send(
       principal: Principal,
       input: ChatSendRequest,
       meta: RequestMeta,
       options: SendOptions = {},
     ): Promise<ChatReply> {
-      if (closing) throw shuttingDown();
-      if (input.message.length > limits.maxMessageChars)
-        throw new AppError(
-          'payload_too_large',
-          `the message is longer than ${limits.maxMessageChars} characters`,
-          { details: { max_chars: limits.maxMessageChars } },
-        );
-      const cmid = input.client_message_id;
-      if (!cmid) return turn(principal, input, meta, input.session_id, options);
-
-      const key = `${principal.id}\n${cmid}`;
-      const running = inFlight.get(key);
-      if (running) {
-        if (running.message !== input.message)
-          throw new AppError(
-            'conflict',
-            'this client_message_id was already used for a different message',
-          );
-        return running.reply;
-      }
-      const reply = (async () => {
-        const first = await findByClientMessageId(db, principal.id, cmid);
-        if (first) return replyOfDuplicate(first, input.message);
-        return turn(principal, input, meta, input.session_id, options);
-      })();
-      inFlight.set(key, { message: input.message, reply });
-      try {
-        return await reply;
-      } finally {
-        inFlight.delete(key);
-      }
+      const work = sendNow(principal, input, meta, options);
+      const settled = work.then(
+        () => {},
+        () => {},
+      );
+      pending.add(settled);
+      void settled.then(() => pending.delete(settled));
+      return work;
     },
 
     async list(principal: Principal, query: ChatSessionQuery): Promise<ChatSessionList> {

@@ -16,6 +16,8 @@ const CANCELS = 'chat.cancel';
 export interface CancelRequest {
   userId: string;
   sessionId: string;
+  /** The lease token of the turn to cancel (the one running when the user asked). */
+  token?: string;
 }
 
 export interface UserEvents {
@@ -69,7 +71,11 @@ export async function createUserEvents(pubsub: PubSub, log: Logger): Promise<Use
     async cancel(request) {
       await pubsub.publish(
         CANCELS,
-        JSON.stringify({ userId: request.userId, sessionId: request.sessionId }),
+        JSON.stringify({
+          userId: request.userId,
+          sessionId: request.sessionId,
+          ...(request.token ? { token: request.token } : {}),
+        }),
       );
     },
     onCancel(handler) {

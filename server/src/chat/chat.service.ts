@@ -200,7 +200,7 @@ export function createChatService(deps: ChatServiceDeps) {
   /** Settles when every turn started on this process has ended (for shutdown). */
   const pending = new Set<Promise<unknown>>();
   let closing = false;
-  /** Leases given back by `endTurn`, so the running turn's wrapper does not do it again. */
+  /** Leases given back by `storeAnswer`, so the running turn's wrapper does not do it again. */
   const released = new Set<string>();
 
   events.onCancel(({ userId, sessionId, token }) => {

@@ -81,13 +81,9 @@ export async function buildApp(
       });
     }
   });
-  // Callback style, not async: no promise per request for a one-line hook.
-  app.addHook('onRequest', (request, reply, done) => {
-    reply.header('x-request-id', request.id);
-    done();
-  });
 
   registerErrorHandler(app);
+  // Our only onRequest hook (one call per request): it also sets x-request-id on every reply.
   registerRequestGuard(app, {
     auth: c.auth,
     rateLimiter: c.rateLimiter,

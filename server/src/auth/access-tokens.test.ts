@@ -64,4 +64,25 @@ describe('access tokens', () => {
     now += 61_000;
     await expect(tokens.verify(token)).rejects.toMatchObject({ code: 'token_expired' });
   });
+
+  it('verifyMemoised answers only for tokens verified before, and checks expiry on each use', async () => {
+    let now = Date.now();
+    const tokens = createAccessTokens({ ...options, ttlSeconds: 60, now: () => now });
+    const { token } = await tokens.sign('u', 's');
+    expect(tokens.verifyMemoised(token)).toBeUndefined();
+    await tokens.verify(token);
+    expect(tokens.verifyMemoised(token)).toMatchObject({ sub: 'u', sid: 's' });
+    // A refused token is never memoised.
+    const forged = await forge(
+      {},
+      {},
+      new TextEncoder().encode('another-secret-0123456789abcdefghijklmn'),
+    );
+    await expect(tokens.verify(forged)).rejects.toMatchObject({ code: 'unauthorized' });
+    expect(tokens.verifyMemoised(forged)).toBeUndefined();
+    now += 61_000;
+    expect(() => tokens.verifyMemoised(token)).toThrow(
+      expect.objectContaining({ code: 'token_expired' }),
+    );
+  });
 });

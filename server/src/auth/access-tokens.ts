@@ -1,7 +1,7 @@
 /**
  * Access tokens: HS256 JWTs with `typ: at+jwt` (RFC 9068), checked for algorithm, issuer,
- * audience, type and expiry. Verified tokens are memoised until they expire, so the hot
- * path does not redo the HMAC for every request; revocation is checked separately.
+ * audience, type and expiry. Verified tokens are memoised (expiry is checked on every use),
+ * so the hot path does not redo the HMAC for every request; revocation is checked separately.
  */
 import { errors, jwtVerify, SignJWT } from 'jose';
 import { LRUCache } from 'lru-cache';
@@ -19,6 +19,11 @@ export interface AccessClaims {
 export interface AccessTokens {
   sign(userId: string, sessionId: string): Promise<{ token: string; expiresIn: number }>;
   verify(token: string): Promise<AccessClaims>;
+  /**
+   * verify(), synchronously, for a token verified before (memoised): its claims, or undefined
+   * if it has not been verified yet (then call verify). Throws token_expired like verify.
+   */
+  verifyMemoised(token: string): AccessClaims | undefined;
 }
 
 export interface AccessTokenOptions {
@@ -30,12 +35,21 @@ export interface AccessTokenOptions {
 }
 
 const invalid = () => new AppError('unauthorized', 'access token is invalid');
+const expired = () => new AppError('token_expired', 'access token has expired');
 
 export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
   const key = new TextEncoder().encode(options.secret);
   const now = options.now ?? (() => Date.now());
+  // No TTL in the memo itself: every use checks `exp` (verifyMemoised), which is cheaper than
+  // the LRU's own expiry bookkeeping; an expired entry is refused, then evicted in turn.
   const verified = new LRUCache<string, AccessClaims>({ max: 50_000 });
+  const verifyMemoised = (token: string): AccessClaims | undefined => {
+    const cached = verified.get(token);
+    if (cached && cached.exp * 1000 <= now()) throw expired();
+    return cached;
+  };
   return {
+    verifyMemoised,
     async sign(userId, sessionId) {
       const iat = Math.floor(now() / 1000);
       const token = await new SignJWT({ sid: sessionId })
@@ -49,12 +63,8 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
       return { token, expiresIn: options.ttlSeconds };
     },
     async verify(token) {
-      const cached = verified.get(token);
-      if (cached) {
-        if (cached.exp * 1000 <= now())
-          throw new AppError('token_expired', 'access token has expired');
-        return cached;
-      }
+      const cached = verifyMemoised(token);
+      if (cached) return cached;
       if (token.length > 4096) throw invalid();
       try {
         const { payload } = await jwtVerify(token, key, {
@@ -67,11 +77,10 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
         });
         if (typeof payload.sid !== 'string' || typeof payload.sub !== 'string') throw invalid();
         const claims = { sub: payload.sub, sid: payload.sid, exp: payload.exp! };
-        verified.set(token, claims, { ttl: Math.max(1, claims.exp * 1000 - now()) });
+        verified.set(token, claims);
         return claims;
       } catch (err) {
-        if (err instanceof errors.JWTExpired)
-          throw new AppError('token_expired', 'access token has expired');
+        if (err instanceof errors.JWTExpired) throw expired();
         if (err instanceof AppError) throw err;
         throw invalid();
       }

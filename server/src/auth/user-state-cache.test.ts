@@ -149,4 +149,32 @@ describe('user-state cache', () => {
     // Dropped here all the same.
     expect((await cache.get('u1'))!.user.is_active).toBe(false);
   });
+
+  it('peek answers from memory only, exactly when get would not load', async () => {
+    const b = bus();
+    const t = table();
+    t.rows.set('u1', { name: 'Ann', active: true });
+    const node = b.node();
+    const here = await createUserStateCache({ load: t.load, pubsub: b.node(), ...options });
+    const cache = await createUserStateCache({ load: t.load, pubsub: node, ...options });
+    expect(cache.peek('u1')).toBeUndefined(); // not loaded yet
+    t.slow(20);
+    const loading = cache.get('u1');
+    expect(cache.peek('u1')).toBeUndefined(); // still loading
+    await loading;
+    t.slow(0);
+    expect(cache.peek('u1')!.user.name).toBe('Ann');
+    expect(t.loads()).toBe(1);
+
+    // A change announced elsewhere drops it here: the next peek misses.
+    t.rows.set('u1', { name: 'Ann', active: false });
+    await here.invalidate('u1');
+    expect(cache.peek('u1')).toBeUndefined();
+    expect((await cache.get('u1'))!.user.is_active).toBe(false);
+    expect(cache.peek('u1')!.user.is_active).toBe(false);
+
+    // While delivery is down, nothing is answered from memory.
+    node.setHealthy(false);
+    expect(cache.peek('u1')).toBeUndefined();
+  });
 });

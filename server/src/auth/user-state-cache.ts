@@ -18,6 +18,11 @@ export interface UserState {
 
 export interface UserStateCache {
   get(userId: string): Promise<UserState | undefined>;
+  /**
+   * The cached state, synchronously, when get() would answer it from memory; undefined when
+   * get() would have to load it (not cached, loading, or pub/sub down): then call get().
+   */
+  peek(userId: string): UserState | undefined;
   /** Reload from the database, bypassing the cache (a session id we have not seen yet). */
   reload(userId: string): Promise<UserState | undefined>;
   /** Drop the entry here and on every other process. */
@@ -53,6 +58,9 @@ export async function createUserStateCache(options: {
     async get(userId) {
       if (!pubsub.healthy()) return load(userId);
       return fetch(userId);
+    },
+    peek(userId) {
+      return pubsub.healthy() ? cache.get(userId) : undefined;
     },
     async reload(userId) {
       cache.delete(userId);

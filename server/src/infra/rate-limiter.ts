@@ -28,15 +28,16 @@ export interface RateLimiter {
 }
 
 /**
- * The per-key steps of rate-limiter-flexible's Redis script (start the window with SET NX EX,
- * INCRBY, read PTTL, repair a missing TTL), for every key counted in one event-loop turn.
+ * The per-key steps of rate-limiter-flexible's Redis script (count with INCRBY, read PTTL,
+ * give a key without a TTL the window's: a key INCRBY has just created, or one whose TTL was
+ * lost), for every key counted in one event-loop turn. The script runs atomically, so this
+ * is the same fixed window as starting it with SET NX EX first, one call fewer per key.
  * Returns consumed, ttl_ms for each key in turn.
  */
 const BATCH_SCRIPT = `
 local window = tonumber(ARGV[1])
 local out = {}
 for i, key in ipairs(KEYS) do
-  redis.call('set', key, 0, 'EX', window, 'NX')
   local consumed = redis.call('incrby', key, ARGV[i + 1])
   local ttl = redis.call('pttl', key)
   if ttl == -1 then
@@ -48,66 +49,85 @@ for i, key in ipairs(KEYS) do
 end
 return out`;
 
+const BATCH_COMMAND = 'mzRateLimitBatch';
+
 /** Most keys in one script call; a busier turn is split. */
 const MAX_BATCH_KEYS = 256;
 
-interface Waiter {
-  resolve(count: { consumed: number; ttlMs: number }): void;
-  reject(err: unknown): void;
+/** One hit waiting for its batch: it is answered with its decision. */
+interface Hit {
+  kind: 'user' | 'ip';
+  key: string;
+  resolve(decision: RateDecision | Promise<RateDecision>): void;
 }
 
 interface BatchClient {
   mzRateLimitBatch(...args: (string | number)[]): Promise<number[]>;
 }
 
+type Decide = (kind: 'user' | 'ip', consumed: number, msBeforeNext: number) => RateDecision;
+
 /**
  * Counts hits in Redis, one script call per event-loop turn: every request counted in a
  * turn (across all sockets that were readable) shares one round trip instead of one each.
  * Each hit still gets its own count, in order, exactly as if they had been sent one by one.
+ * If the call fails, every hit of the batch is counted by `fallback` (memory) instead.
  */
-function createRedisCounter(redis: Redis, windowS: number) {
-  redis.defineCommand('mzRateLimitBatch', { lua: BATCH_SCRIPT });
+function createRedisCounter(
+  redis: Redis,
+  windowS: number,
+  decide: Decide,
+  fallback: (kind: 'user' | 'ip', key: string) => Promise<RateDecision>,
+) {
+  redis.defineCommand(BATCH_COMMAND, { lua: BATCH_SCRIPT });
+  // The batch already is one command per turn: auto-pipelining would only add a tick and a
+  // pipeline object to it. (A fresh array: ioredis may share its default between clients.)
+  redis.options.autoPipeliningIgnoredCommands = [
+    ...(redis.options.autoPipeliningIgnoredCommands ?? []),
+    BATCH_COMMAND,
+  ];
   const client = redis as unknown as BatchClient;
-  let batch: Map<string, Waiter[]> | undefined;
+  let batch: Map<string, Hit[]> | undefined;
 
-  const flush = (current: Map<string, Waiter[]>) => {
+  const flush = (current: Map<string, Hit[]>) => {
     if (batch === current) batch = undefined;
     const keys = [...current.keys()];
     const args: (string | number)[] = [keys.length, ...keys, windowS];
     for (const key of keys) args.push(current.get(key)!.length);
     client.mzRateLimitBatch(...args).then(
       (out) => {
-        keys.forEach((key, i) => {
-          const waiters = current.get(key)!;
+        for (let i = 0; i < keys.length; i++) {
+          const hits = current.get(keys[i]!)!;
           const total = Number(out[2 * i]);
           const ttlMs = Number(out[2 * i + 1]);
-          waiters.forEach((w, j) => {
-            w.resolve({ consumed: total - waiters.length + j + 1, ttlMs });
-          });
-        });
+          const first = total - hits.length;
+          for (let j = 0; j < hits.length; j++) {
+            const hit = hits[j]!;
+            hit.resolve(decide(hit.kind, first + j + 1, ttlMs));
+          }
+        }
       },
-      (err) => {
-        for (const waiters of current.values()) for (const w of waiters) w.reject(err);
+      () => {
+        // Redis failed mid-request: count in memory, like the insurance limiter did.
+        for (const hits of current.values())
+          for (const hit of hits) hit.resolve(fallback(hit.kind, hit.key));
       },
     );
   };
 
-  return (key: string) =>
-    new Promise<{ consumed: number; ttlMs: number }>((resolve, reject) => {
+  return (kind: 'user' | 'ip', key: string, redisKey: string) =>
+    new Promise<RateDecision>((resolve) => {
       if (!batch) {
-        const fresh = new Map<string, Waiter[]>();
+        const fresh = new Map<string, Hit[]>();
         batch = fresh;
         // After this turn's I/O callbacks: all requests read in the turn join the batch.
         setImmediate(() => {
           if (batch === fresh) flush(fresh);
         });
       }
-      let waiters = batch.get(key);
-      if (!waiters) {
-        waiters = [];
-        batch.set(key, waiters);
-      }
-      waiters.push({ resolve, reject });
+      const hits = batch.get(redisKey);
+      if (hits) hits.push({ kind, key, resolve });
+      else batch.set(redisKey, [{ kind, key, resolve }]);
       if (batch.size >= MAX_BATCH_KEYS) flush(batch);
     });
 }
@@ -131,9 +151,7 @@ export function createRateLimiter(
       keyPrefix: 'rl:ip',
     }),
   };
-  const count = redis ? createRedisCounter(redis, policy.window_s) : undefined;
-
-  const decide = (kind: 'user' | 'ip', consumed: number, msBeforeNext: number): RateDecision => {
+  const decide: Decide = (kind, consumed, msBeforeNext) => {
     const allowed = consumed <= limits[kind];
     return {
       allowed,
@@ -155,17 +173,15 @@ export function createRateLimiter(
     }
   }
 
+  const count = redis
+    ? createRedisCounter(redis, policy.window_s, decide, consumeMemory)
+    : undefined;
+
   return {
     store: redis ? 'redis' : 'memory',
-    async consume(kind, key) {
-      if (count && redis?.status === 'ready') {
-        try {
-          const { consumed, ttlMs } = await count(`${keyPrefix}rl:${kind}:${key}`);
-          return decide(kind, consumed, ttlMs);
-        } catch {
-          // Redis failed mid-request: count in memory, like the insurance limiter did.
-        }
-      }
+    consume(kind, key) {
+      if (count && redis?.status === 'ready')
+        return count(kind, key, `${keyPrefix}rl:${kind}:${key}`);
       return consumeMemory(kind, key);
     },
     status: () => (redis && redis.status !== 'ready' ? 'degraded' : 'ok'),

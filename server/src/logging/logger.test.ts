@@ -1,3 +1,8 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createLoggers, lazyChildLogger } from './logger.ts';
 
@@ -37,5 +42,55 @@ describe('lazyChildLogger (request.log)', () => {
     log.info('dropped');
     log.warn('kept');
     expect(out.lines.map((l) => l.msg)).toEqual(['kept']);
+  });
+});
+
+describe('file and stdout logs (written in blocks)', () => {
+  const noStdout = { write: () => true };
+
+  const opened = () => new Promise((r) => setTimeout(r, 100)); // files open asynchronously
+
+  it('keeps every line, in order, across blocks; flush() writes the files out', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mz-blocks-'));
+    const loggers = createLoggers({ level: 'info', dir, stdout: noStdout });
+    await opened();
+    for (let i = 0; i < 500; i++) loggers.access.info({ i, pad: 'x'.repeat(80) });
+    loggers.app.error({ i: -1 }, 'boom');
+    loggers.flush();
+    const lines = readFileSync(join(dir, 'access.log'), 'utf8').trim().split('\n');
+    expect(lines.map((l) => JSON.parse(l).i)).toEqual(Array.from({ length: 500 }, (_, i) => i));
+    expect(readFileSync(join(dir, 'error.log'), 'utf8')).toContain('boom');
+  });
+
+  it('writes a quiet trickle out within the flush interval, without flush()', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mz-blocks-'));
+    const loggers = createLoggers({ level: 'info', dir, stdout: noStdout });
+    loggers.app.info('just one line');
+    await new Promise((r) => setTimeout(r, 400));
+    expect(readFileSync(join(dir, 'app.log'), 'utf8')).toContain('just one line');
+  });
+
+  it('writes buffered lines out when the process exits without flushing', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mz-blocks-'));
+    const logger = fileURLToPath(new URL('./logger.ts', import.meta.url));
+    const script = `
+      const { createLoggers } = await import(${JSON.stringify(logger)});
+      const loggers = createLoggers({ level: 'info', dir: ${JSON.stringify(dir)} });
+      await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 3; i++) loggers.access.info({ i });
+      loggers.app.info('last words');
+      process.exit(0);
+    `;
+    const child = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script],
+      { encoding: 'utf8', timeout: 20_000 },
+    );
+    expect(child.status).toBe(0);
+    const stdout = child.stdout.trim().split('\n');
+    expect(stdout).toHaveLength(4);
+    expect(stdout.at(-1)).toContain('last words');
+    expect(readFileSync(join(dir, 'access.log'), 'utf8').trim().split('\n')).toHaveLength(3);
+    expect(readFileSync(join(dir, 'app.log'), 'utf8')).toContain('last words');
   });
 });

@@ -29,7 +29,7 @@ export const REDACT_PATHS = [
 export interface Loggers {
   app: Logger;
   access: Logger;
-  /** Flushes file streams (used at shutdown). */
+  /** Writes out everything logged so far, synchronously (used at shutdown). */
   flush(): void;
 }
 
@@ -41,33 +41,113 @@ export interface LoggerOptions {
 }
 
 /**
- * Lines are written in blocks of at least this many bytes, or every FLUSH_MS, rather than
- * one write per line: under load, a write per request costs more than formatting the line.
+ * Lines are gathered into blocks of BLOCK_BYTES, written at most FLUSH_MS after they were
+ * logged, rather than one write per line: under load, a write per request costs more than
+ * formatting the line.
  */
-const BLOCK_BYTES = 4096;
+const BLOCK_BYTES = 16 * 1024;
 const FLUSH_MS = 100;
 
 type Destination = ReturnType<typeof pino.destination>;
 
-function destination(dest: number | string, buffered: Destination[]): Destination {
-  const stream = pino.destination({ dest, mkdir: true, sync: false, minLength: BLOCK_BYTES });
-  buffered.push(stream);
-  return stream;
+/** SonicBoom's buffered length (`_len`), which has no public getter. */
+const pending = (dest: Destination) => (dest as unknown as { _len: number })._len;
+
+/**
+ * The block buffer in front of a SonicBoom destination. SonicBoom can buffer by itself
+ * (`minLength`), but it measures its whole pending buffer (`Buffer.byteLength`, which flattens
+ * the concatenated string) on every line: several µs a line under load. Here a line costs a
+ * push, and SonicBoom is handed one string per block, which it writes at once (async): its
+ * `minLength` is the block size, so it holds a partial block until asked to write it.
+ */
+class LineBlocks {
+  #parts: string[] = [];
+  #bytes = 0;
+  readonly #dest: Destination;
+
+  constructor(dest: Destination) {
+    this.#dest = dest;
+  }
+
+  write(line: string): boolean {
+    this.#parts.push(line);
+    this.#bytes += Buffer.byteLength(line);
+    if (this.#bytes >= BLOCK_BYTES) this.#handOver();
+    return true;
+  }
+
+  #handOver(): void {
+    if (this.#bytes === 0) return;
+    const block = this.#parts.length === 1 ? this.#parts[0]! : this.#parts.join('');
+    this.#parts = [];
+    this.#bytes = 0;
+    this.#dest.write(block);
+  }
+
+  /** Everything logged so far goes to the file (async): the periodic flush. */
+  drain(): void {
+    this.#handOver();
+    if (pending(this.#dest) > 0) this.#dest.flush();
+  }
+
+  /** pino's logger.flush(). */
+  flush(cb?: (err?: Error) => void): void {
+    this.#handOver();
+    this.#dest.flush(cb);
+  }
+
+  /** Everything logged so far is written before this returns (shutdown, exit). */
+  flushSync(): void {
+    // What SonicBoom holds first, so the partial block stays below its minLength and is
+    // buffered (not sent off asynchronously) when handed over, then written here.
+    this.#dest.flushSync();
+    if (this.#bytes === 0) return;
+    this.#handOver();
+    this.#dest.flushSync();
+  }
+}
+
+/** Every block buffer of the process, written out synchronously when the process exits. */
+const allBlocks = new Set<LineBlocks>();
+let exitHookInstalled = false;
+
+function writeOutOnExit(): void {
+  for (const blocks of allBlocks) {
+    try {
+      blocks.flushSync();
+    } catch {
+      // not open yet, or the destination is gone: nothing more can be done at exit
+    }
+  }
+}
+
+function destination(dest: number | string, buffered: LineBlocks[]): LineBlocks {
+  // maxWrite: SonicBoom joins blocks handed over while it is writing, up to this much.
+  const sonic = pino.destination({
+    dest,
+    mkdir: true,
+    sync: false,
+    minLength: BLOCK_BYTES,
+    maxWrite: 4 * BLOCK_BYTES,
+  });
+  const blocks = new LineBlocks(sonic);
+  buffered.push(blocks);
+  allBlocks.add(blocks);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', writeOutOnExit);
+  }
+  return blocks;
 }
 
 export function createLoggers(options: LoggerOptions): Loggers {
-  const buffered: Destination[] = [];
+  const buffered: LineBlocks[] = [];
   const stdout = options.stdout ?? destination(1, buffered);
   const common = {
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     base: { pid: process.pid },
   };
-  const files: ReturnType<typeof pino.destination>[] = [];
-  const file = (name: string) => {
-    const stream = destination(join(options.dir!, name), buffered);
-    files.push(stream);
-    return stream;
-  };
+  const file = (name: string) => destination(join(options.dir!, name), buffered);
   let appStream: DestinationStream = stdout;
   let accessStream: DestinationStream = stdout;
   if (options.dir) {
@@ -91,21 +171,19 @@ export function createLoggers(options: LoggerOptions): Loggers {
     accessStream,
   );
   if (buffered.length) {
-    // SonicBoom's buffer length (`_len`) has no public getter; flushing an empty one would
-    // issue an empty write.
     setInterval(() => {
-      for (const d of buffered) if ((d as unknown as { _len: number })._len > 0) d.flush();
+      for (const b of buffered) b.drain();
     }, FLUSH_MS).unref();
   }
   return {
     app,
     access,
     flush() {
-      for (const f of files) {
+      for (const b of buffered) {
         try {
-          f.flushSync();
+          b.flushSync();
         } catch {
-          // not open yet: nothing buffered to flush
+          // not open yet: what it holds is written once it is (or lost at exit, as before)
         }
       }
     },

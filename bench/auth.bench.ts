@@ -37,15 +37,18 @@ import {
   freePort,
   HOST,
   loadAverage,
+  log,
   loginAll,
   onInterrupt,
   printTable,
   processRssMb,
   processTreeCpuMs,
   redisCpuS as redisCpuSAt,
+  runBench,
   runCannon,
   startChild,
   summarize,
+  verdict,
   waitHttpOk,
   withPg as withPgAt,
 } from './harness.ts';
@@ -81,10 +84,6 @@ const ADMIN_PASSWORD = `Adm1n-${randomBytes(9).toString('base64url')}`;
 const runId = `${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
 const schema = `bench_${runId}`;
 const keyPrefix = `bench:${runId}:`;
-
-function log(message: string): void {
-  process.stderr.write(`bench: ${message}\n`);
-}
 
 const withPg = <T>(fn: (client: pg.Client) => Promise<T>) => withPgAt(DATABASE_URL, fn);
 const cleanRedis = () => cleanRedisPrefix(REDIS_URL, keyPrefix);
@@ -411,15 +410,12 @@ async function main(): Promise<number> {
     console.log(`Results: bench/results/auth-${stamp}.json (and auth-latest.json)`);
     if (PROFILE) console.log(`CPU profile: ${profileDir}`);
 
-    if (problems.length) {
-      log(`FAILED: non-2xx responses: ${problems.join('; ')}`);
-      exitCode = 1;
-    } else if (accessLines < expectedAccess) {
-      log(`FAILED: ${accessLines} access log lines for ${expectedAccess} requests`);
-      exitCode = 1;
-    } else if (!result.pass && env.BENCH_ENFORCE_TARGETS === '1') {
-      exitCode = 2;
-    }
+    exitCode = verdict({
+      problems: problems.length ? [`non-2xx responses: ${problems.join('; ')}`] : [],
+      accessLines,
+      expectedAccess,
+      pass: result.pass,
+    });
   } catch (err) {
     log(`FAILED: ${err instanceof Error ? err.message : String(err)}`);
     exitCode = 1;
@@ -430,10 +426,4 @@ async function main(): Promise<number> {
   return exitCode;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    log(`fatal: ${err instanceof Error ? err.stack : String(err)}`);
-    process.exit(1);
-  },
-);
+runBench(main);

@@ -64,6 +64,7 @@ import {
   HOST,
   type LoadSummary,
   loadAverage,
+  log,
   loginAll,
   machineCpuMs,
   onInterrupt,
@@ -74,10 +75,12 @@ import {
   processRssMb,
   processTreeCpuMs,
   redisCpuS,
+  runBench,
   runCannon,
   sleep,
   startChild,
   summarize,
+  verdict,
   waitHttpOk,
   waitJsonLine,
   withPg,
@@ -134,10 +137,6 @@ const keyPrefix = `bench:${runId}:`;
 /** Monotonic clock in µs: the fake's process reads the same one (process.hrtime). */
 const nowUs = () => Number(process.hrtime.bigint()) / 1000;
 const ms = (us: number) => us / 1000;
-
-function log(message: string): void {
-  process.stderr.write(`bench: ${message}\n`);
-}
 
 // ---- the fake model's control port ----
 
@@ -1312,15 +1311,12 @@ async function main(): Promise<number> {
       }
     }
 
-    if (problems.length) {
-      log(`FAILED: ${problems.join('; ')}`);
-      exitCode = 1;
-    } else if (accessLines < expectedAccess) {
-      log(`FAILED: ${accessLines} access log lines for ${expectedAccess} requests`);
-      exitCode = 1;
-    } else if (!result.pass && env.BENCH_ENFORCE_TARGETS === '1') {
-      exitCode = 2;
-    }
+    exitCode = verdict({
+      problems: problems,
+      accessLines,
+      expectedAccess,
+      pass: result.pass,
+    });
   } catch (err) {
     log(`FAILED: ${err instanceof Error ? err.message : String(err)}`);
     exitCode = 1;
@@ -1332,10 +1328,4 @@ async function main(): Promise<number> {
   return exitCode;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    log(`fatal: ${err instanceof Error ? err.stack : String(err)}`);
-    process.exit(1);
-  },
-);
+runBench(main);

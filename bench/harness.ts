@@ -528,3 +528,40 @@ export function machineCpuMs(): { busy: number; idle: number } | undefined {
     return undefined;
   }
 }
+
+/** A progress or failure line on stderr (the table goes to stdout). */
+export function log(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
+}
+
+/**
+ * The run's exit code: 1 for any non-2xx/error (`problems`) or missing access-log lines, 2 for
+ * a missed target when BENCH_ENFORCE_TARGETS=1, else 0.
+ */
+export function verdict(run: {
+  problems: string[];
+  accessLines: number;
+  expectedAccess: number;
+  pass: boolean;
+}): number {
+  if (run.problems.length) {
+    log(`FAILED: ${run.problems.join('; ')}`);
+    return 1;
+  }
+  if (run.accessLines < run.expectedAccess) {
+    log(`FAILED: ${run.accessLines} access log lines for ${run.expectedAccess} requests`);
+    return 1;
+  }
+  return !run.pass && process.env.BENCH_ENFORCE_TARGETS === '1' ? 2 : 0;
+}
+
+/** Runs a bench's main and exits with its code (1 on a crash). */
+export function runBench(main: () => Promise<number>): void {
+  main().then(
+    (code) => process.exit(code),
+    (err) => {
+      log(`fatal: ${err instanceof Error ? err.stack : String(err)}`);
+      process.exit(1);
+    },
+  );
+}

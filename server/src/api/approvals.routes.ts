@@ -52,42 +52,26 @@ export function approvalsRoutes(c: Container): FastifyPluginAsyncZod {
       async (request) => c.approvals.get(request.principal!, request.params.id),
     );
 
-    app.post(
-      '/approvals/:id/approve',
-      {
-        config: { permission: PERMISSION },
-        schema: {
-          tags: ['approvals'],
-          params: ApprovalIdParams,
-          response: { 200: ApprovalView, ...errors },
+    // The same decision by id only, either way: the service checks ownership and the arguments.
+    for (const decision of ['approve', 'reject'] as const) {
+      app.post(
+        `/approvals/:id/${decision}`,
+        {
+          config: { permission: PERMISSION },
+          schema: {
+            tags: ['approvals'],
+            params: ApprovalIdParams,
+            response: { 200: ApprovalView, ...errors },
+          },
         },
-      },
-      async (request) => {
-        const meta = requestMeta(request);
-        return c.approvals.approve(request.principal!, request.params.id, {
-          source: meta.source ?? 'api',
-          ip: meta.ip,
-        });
-      },
-    );
-
-    app.post(
-      '/approvals/:id/reject',
-      {
-        config: { permission: PERMISSION },
-        schema: {
-          tags: ['approvals'],
-          params: ApprovalIdParams,
-          response: { 200: ApprovalView, ...errors },
+        async (request) => {
+          const meta = requestMeta(request);
+          return c.approvals[decision](request.principal!, request.params.id, {
+            source: meta.source ?? 'api',
+            ip: meta.ip,
+          });
         },
-      },
-      async (request) => {
-        const meta = requestMeta(request);
-        return c.approvals.reject(request.principal!, request.params.id, {
-          source: meta.source ?? 'api',
-          ip: meta.ip,
-        });
-      },
-    );
+      );
+    }
   };
 }

@@ -1,5 +1,5 @@
 /** Opaque keyset cursors: base64url JSON of the last row's sort key. */
-import { type RawBuilder, sql } from 'kysely';
+import { type RawBuilder, type SelectQueryBuilder, sql } from 'kysely';
 import { AppError } from '../errors.ts';
 
 export interface KeysetCursor {
@@ -63,4 +63,27 @@ export function toPage<R, V>(
   const items = more ? rows.slice(0, limit) : rows;
   const last = items.at(-1);
   return { items: items.map(view), next_cursor: more && last ? encodeCursor(key(last)) : null };
+}
+
+/**
+ * A list newest first, keyed by (created_at, id uuid): rows after `cursor`, one more than
+ * `limit` (so toPage knows whether there is a next page). The query must select
+ * `timeKey('created_at').as('cursor_key')` for the next cursor.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: any table that has created_at and a uuid id
+export function newestFirst<QB extends SelectQueryBuilder<any, any, any>>(
+  query: QB,
+  cursorText: string | undefined,
+  limit: number,
+): QB {
+  const cursor = decodeCursor(cursorText, { k: cursorShapes.timeKey, id: cursorShapes.uuid });
+  const after = cursor
+    ? query.where(
+        sql<boolean>`(created_at, id) < (${String(cursor.k)}::timestamptz, ${String(cursor.id)}::uuid)`,
+      )
+    : query;
+  return after
+    .orderBy(sql`created_at`, 'desc')
+    .orderBy(sql`id`, 'desc')
+    .limit(limit + 1) as QB;
 }

@@ -1,8 +1,7 @@
 /** outbox: messages, events and posts the tools produced, waiting for delivery. */
 import type { OutboxChannel } from '@mezzofy/protocol';
-import { sql } from 'kysely';
 import type { Executor } from '../db/executor.ts';
-import { cursorShapes, decodeCursor, timeKey } from '../db/pagination.ts';
+import { newestFirst, timeKey } from '../db/pagination.ts';
 import type { OutboxRow } from '../db/schema.ts';
 
 export interface NewOutboxItem {
@@ -42,19 +41,10 @@ export function listOutbox(
   db: Executor,
   filter: OutboxFilter,
 ): Promise<(OutboxRow & { cursor_key: string })[]> {
-  const cursor = decodeCursor(filter.cursor, { k: cursorShapes.timeKey, id: cursorShapes.uuid });
   let q = db.selectFrom('outbox').selectAll().select(timeKey('created_at').as('cursor_key'));
   if (filter.userId) q = q.where('user_id', '=', filter.userId);
   if (filter.channel) q = q.where('channel', '=', filter.channel);
-  if (cursor)
-    q = q.where(
-      sql<boolean>`(created_at, id) < (${String(cursor.k)}::timestamptz, ${String(cursor.id)}::uuid)`,
-    );
-  return q
-    .orderBy('created_at', 'desc')
-    .orderBy('id', 'desc')
-    .limit(filter.limit + 1)
-    .execute();
+  return newestFirst(q, filter.cursor, filter.limit).execute();
 }
 
 /** The mail log row the seed schema keeps for every message. */

@@ -1,7 +1,7 @@
 /** users: lookups, writes and the admin list. E-mail is matched case-insensitively. */
 import { sql } from 'kysely';
 import type { Executor } from '../db/executor.ts';
-import { cursorShapes, decodeCursor, timeKey } from '../db/pagination.ts';
+import { newestFirst, timeKey } from '../db/pagination.ts';
 import type { NewUser, UserRow, UserUpdate } from '../db/schema.ts';
 
 export function findUserByEmail(db: Executor, email: string): Promise<UserRow | undefined> {
@@ -67,7 +67,6 @@ export function listUsers(
   db: Executor,
   filter: UserListFilter,
 ): Promise<(UserRow & { cursor_key: string })[]> {
-  const cursor = decodeCursor(filter.cursor, { k: cursorShapes.timeKey, id: cursorShapes.uuid });
   let q = db.selectFrom('users').selectAll().select(timeKey('created_at').as('cursor_key'));
   if (filter.q) {
     const like = `%${filter.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
@@ -76,13 +75,5 @@ export function listUsers(
   if (filter.department) q = q.where('department', '=', filter.department);
   if (filter.role) q = q.where('role', '=', filter.role);
   if (filter.is_active !== undefined) q = q.where('is_active', '=', filter.is_active);
-  if (cursor)
-    q = q.where(
-      sql<boolean>`(created_at, id) < (${String(cursor.k)}::timestamptz, ${String(cursor.id)}::uuid)`,
-    );
-  return q
-    .orderBy('created_at', 'desc')
-    .orderBy('id', 'desc')
-    .limit(filter.limit + 1)
-    .execute();
+  return newestFirst(q, filter.cursor, filter.limit).execute();
 }

@@ -3,9 +3,8 @@
  * is one conditional UPDATE, so concurrent deciders cannot both win.
  */
 import type { ApprovalStatus } from '@mezzofy/protocol';
-import { sql } from 'kysely';
 import type { Executor } from '../../db/executor.ts';
-import { cursorShapes, decodeCursor, timeKey } from '../../db/pagination.ts';
+import { newestFirst, timeKey } from '../../db/pagination.ts';
 import type { PendingActionRow } from '../../db/schema.ts';
 
 export interface NewPendingAction {
@@ -130,20 +129,11 @@ export function listPendingActions(
   userId: string,
   filter: PendingActionFilter,
 ): Promise<(PendingActionRow & { cursor_key: string })[]> {
-  const cursor = decodeCursor(filter.cursor, { k: cursorShapes.timeKey, id: cursorShapes.uuid });
   let q = db
     .selectFrom('pending_actions')
     .selectAll()
     .select(timeKey('created_at').as('cursor_key'))
     .where('user_id', '=', userId);
   if (filter.status) q = q.where('status', '=', filter.status);
-  if (cursor)
-    q = q.where(
-      sql<boolean>`(created_at, id) < (${String(cursor.k)}::timestamptz, ${String(cursor.id)}::uuid)`,
-    );
-  return q
-    .orderBy('created_at', 'desc')
-    .orderBy('id', 'desc')
-    .limit(filter.limit + 1)
-    .execute();
+  return newestFirst(q, filter.cursor, filter.limit).execute();
 }

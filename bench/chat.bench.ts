@@ -107,7 +107,7 @@ const LAUNCHER_ENTRY = ['bench/fake-model-launcher.ts'];
 
 /** The users are sales reps: chat:use and agent:sales (server/config/roles.yaml). */
 const AGENT = 'sales';
-const MODEL = 'anthropic/claude-sonnet-4-5';
+const MODEL = 'anthropic/claude-sonnet-5-5';
 const FAKE_API_KEY = 'bench-fake-model-key';
 /** The user's message; the tag `[bench <id>]` lets the fake pair its request with the turn. */
 const messageOf = (tag: string) =>

@@ -3,6 +3,8 @@ import type { Locale } from '@mezzofy/protocol';
 
 interface Formatters {
   zone: string;
+  /** The last line made, for the minute it was made in (the line has minute resolution). */
+  last?: { minute: number; line: string };
   long: Intl.DateTimeFormat;
   iso: Intl.DateTimeFormat;
   offset: Intl.DateTimeFormat;
@@ -55,9 +57,14 @@ function make(timeZone: string): Formatters {
 
 export function localDateTimeLine(now: Date, timeZone: string, _locale: Locale): string {
   const f = formattersFor(timeZone);
+  // Zone offsets change on whole minutes, so one line serves every turn of the same minute.
+  const minute = Math.floor(now.getTime() / 60_000);
+  if (f.last?.minute === minute) return f.last.line;
   const parts = f.long.formatToParts(now);
   const get = (type: string) => parts.find((p) => p.type === type)?.value ?? '';
   const formatted = `${get('weekday')} ${get('day')} ${get('month')} ${get('year')}, ${get('hour')}:${get('minute')} (${f.iso.format(now)})`;
   const offset = f.offset.formatToParts(now).find((p) => p.type === 'timeZoneName')?.value ?? '';
-  return `Current local date/time for the user: ${formatted} (timezone ${f.zone}${offset ? `, ${offset}` : ''})`;
+  const line = `Current local date/time for the user: ${formatted} (timezone ${f.zone}${offset ? `, ${offset}` : ''})`;
+  f.last = { minute, line };
+  return line;
 }

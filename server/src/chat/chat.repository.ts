@@ -2,6 +2,7 @@
 import { sql } from 'kysely';
 import type { Executor } from '../db/executor.ts';
 import { cursorShapes, decodeCursor, timeKey } from '../db/pagination.ts';
+import { prepare, runPrepared } from '../db/prepared.ts';
 
 export interface SessionRow {
   id: string;
@@ -58,29 +59,61 @@ export function insertSession(
 
 const leaseEnd = (ms: number) => sql<Date>`now() + ${ms} * interval '1 millisecond'`;
 
+const SESSION_COLUMNS = [
+  'id',
+  'user_id',
+  'title',
+  'agent',
+  'created_at',
+  'updated_at',
+  'deleted_at',
+  'turn_token',
+  'turn_expires_at',
+  'summary',
+  'summary_through',
+] as const;
+
+const MESSAGE_COLUMNS = [
+  'id',
+  'role',
+  'content',
+  'metadata',
+  'client_message_id',
+  'created_at',
+] as const;
+
+const leaseStatement = prepare<SessionRow, 'userId' | 'sessionId' | 'token' | 'leaseMs'>(
+  'chat_lease_session',
+  (db, p) =>
+    db
+      .updateTable('chat_sessions')
+      .set({
+        turn_token: p('token'),
+        turn_expires_at: leaseEnd(p<number>('leaseMs')),
+      })
+      .where('id', '=', p('sessionId'))
+      .where('user_id', '=', p('userId'))
+      .where('deleted_at', 'is', null)
+      .where((eb) =>
+        eb.or([eb('turn_token', 'is', null), eb('turn_expires_at', '<', sql<Date>`now()`)]),
+      )
+      .returning(SESSION_COLUMNS),
+);
+
 /**
  * Takes the session's turn lease (one turn per session across processes): the user's own,
  * not deleted session whose lease is free or expired. Undefined when it is not the user's
  * (or deleted) or another turn holds it; `sessionBusy` tells the two apart.
  */
-export function leaseSession(
+export async function leaseSession(
   db: Executor,
   userId: string,
   sessionId: string,
   token: string,
   leaseMs: number,
 ): Promise<SessionRow | undefined> {
-  return db
-    .updateTable('chat_sessions')
-    .set({ turn_token: token, turn_expires_at: leaseEnd(leaseMs) })
-    .where('id', '=', sessionId)
-    .where('user_id', '=', userId)
-    .where('deleted_at', 'is', null)
-    .where((eb) =>
-      eb.or([eb('turn_token', 'is', null), eb('turn_expires_at', '<', sql<Date>`now()`)]),
-    )
-    .returningAll()
-    .executeTakeFirst();
+  const rows = await runPrepared(db, leaseStatement, { userId, sessionId, token, leaseMs });
+  return rows[0];
 }
 
 /** The lease token of the turn running in the session now; null if none. */
@@ -93,29 +126,6 @@ export async function sessionBusy(db: Executor, sessionId: string): Promise<stri
     .where('turn_expires_at', '>', sql<Date>`now()`)
     .executeTakeFirst();
   return row?.turn_token ?? null;
-}
-
-/** Ends a turn: touches the session (and its agent) and gives the lease back if still held. */
-function endTurnQuery(db: Executor, sessionId: string, values: { agent?: string }, token: string) {
-  return db
-    .updateTable('chat_sessions')
-    .set((eb) => ({
-      ...values,
-      updated_at: sql<Date>`now()`,
-      turn_token: eb
-        .case()
-        .when('turn_token', '=', token)
-        .then(null)
-        .else(eb.ref('turn_token'))
-        .end(),
-      turn_expires_at: eb
-        .case()
-        .when('turn_token', '=', token)
-        .then(null)
-        .else(eb.ref('turn_expires_at'))
-        .end(),
-    }))
-    .where('id', '=', sessionId);
 }
 
 /** Gives the lease back without touching the session (a turn that stored nothing). */
@@ -160,22 +170,48 @@ export async function deleteEmptySession(db: Executor, sessionId: string): Promi
     .execute();
 }
 
+const listMessagesStatement = prepare<MessageRow, 'sessionId'>('chat_list_messages', (db, p) =>
+  db
+    .selectFrom('conversations')
+    .select(MESSAGE_COLUMNS)
+    .where('session_id', '=', p('sessionId'))
+    .orderBy('created_at', 'asc')
+    .orderBy('id', 'asc'),
+);
+
 /** A session's messages in order (user and assistant). */
 export function listMessages(db: Executor, sessionId: string): Promise<MessageRow[]> {
-  return db
-    .selectFrom('conversations')
-    .select(['id', 'role', 'content', 'metadata', 'client_message_id', 'created_at'])
-    .where('session_id', '=', sessionId)
-    .orderBy('created_at', 'asc')
-    .orderBy('id', 'asc')
-    .execute();
+  return runPrepared(db, listMessagesStatement, { sessionId });
 }
+
+const insertUserMessageStatement = prepare<
+  MessageRow,
+  'userId' | 'sessionId' | 'content' | 'clientMessageId' | 'metadata'
+>('chat_insert_user_message', (db, p) =>
+  db
+    .insertInto('conversations')
+    .values({
+      user_id: p('userId'),
+      session_id: p('sessionId'),
+      role: 'user',
+      content: p('content'),
+      client_message_id: p('clientMessageId'),
+      metadata: p('metadata'),
+    })
+    .onConflict((oc) =>
+      oc
+        .columns(['user_id', 'client_message_id'])
+        .where('client_message_id', 'is not', null)
+        .doNothing(),
+    )
+    .returning(MESSAGE_COLUMNS),
+);
 
 /**
  * Inserts a user message; with a client_message_id that this user already sent, inserts
  * nothing and returns undefined (the unique index decides, across processes too).
  */
-export function insertUserMessage(
+export async function insertUserMessage(
   db: Executor,
   values: {
     user_id: string;
@@ -185,24 +221,60 @@ export function insertUserMessage(
     metadata: Record<string, unknown>;
   },
 ): Promise<MessageRow | undefined> {
-  return db
-    .insertInto('conversations')
-    .values({ ...values, role: 'user', metadata: JSON.stringify(values.metadata) })
-    .onConflict((oc) =>
-      oc
-        .columns(['user_id', 'client_message_id'])
-        .where('client_message_id', 'is not', null)
-        .doNothing(),
-    )
-    .returning(['id', 'role', 'content', 'metadata', 'client_message_id', 'created_at'])
-    .executeTakeFirst();
+  const rows = await runPrepared(db, insertUserMessageStatement, {
+    userId: values.user_id,
+    sessionId: values.session_id,
+    content: values.content,
+    clientMessageId: values.client_message_id,
+    metadata: JSON.stringify(values.metadata),
+  });
+  return rows[0];
 }
 
+const insertAnswerStatement = prepare<
+  MessageRow,
+  'userId' | 'sessionId' | 'content' | 'metadata' | 'agent' | 'token'
+>('chat_insert_answer_end_turn', (db, p) =>
+  db
+    .with('ended', (db) =>
+      db
+        .updateTable('chat_sessions')
+        .set((eb) => ({
+          // A null agent keeps the session's.
+          agent: sql<string>`coalesce(${p<string | null>('agent')}, agent)`,
+          updated_at: sql<Date>`now()`,
+          turn_token: eb
+            .case()
+            .when('turn_token', '=', p('token'))
+            .then(null)
+            .else(eb.ref('turn_token'))
+            .end(),
+          turn_expires_at: eb
+            .case()
+            .when('turn_token', '=', p('token'))
+            .then(null)
+            .else(eb.ref('turn_expires_at'))
+            .end(),
+        }))
+        .where('id', '=', p('sessionId')),
+    )
+    .insertInto('conversations')
+    .values({
+      user_id: p('userId'),
+      session_id: p('sessionId'),
+      role: 'assistant',
+      content: p('content'),
+      metadata: p('metadata'),
+    })
+    .returning(MESSAGE_COLUMNS),
+);
+
 /**
- * Stores a turn's answer and ends the turn in one statement: a data-modifying
- * CTE, so the session is never left holding a lease its stored answer no longer needs.
+ * Stores a turn's answer and ends the turn in one statement: a data-modifying CTE touches the
+ * session (and its agent), and gives the lease back if `token` still holds it, so the session
+ * is never left holding a lease its stored answer no longer needs.
  */
-export function insertAnswerAndEndTurn(
+export async function insertAnswerAndEndTurn(
   db: Executor,
   values: {
     user_id: string;
@@ -212,13 +284,16 @@ export function insertAnswerAndEndTurn(
   },
   end: { agent?: string; token: string },
 ): Promise<MessageRow> {
-  const { token, ...touched } = end;
-  return db
-    .with('ended', () => endTurnQuery(db, values.session_id, touched, token))
-    .insertInto('conversations')
-    .values({ ...values, role: 'assistant', metadata: JSON.stringify(values.metadata) })
-    .returning(['id', 'role', 'content', 'metadata', 'client_message_id', 'created_at'])
-    .executeTakeFirstOrThrow();
+  const rows = await runPrepared(db, insertAnswerStatement, {
+    userId: values.user_id,
+    sessionId: values.session_id,
+    content: values.content,
+    metadata: JSON.stringify(values.metadata),
+    agent: end.agent ?? null,
+    token: end.token,
+  });
+  if (!rows[0]) throw new Error('answer not stored');
+  return rows[0];
 }
 
 /** Replaces a message's metadata (e.g. a tool result arriving after an approval). */

@@ -8,6 +8,7 @@ import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { PGliteDialect } from 'kysely-pglite-dialect';
 import pg from 'pg';
+import { registerPool } from './prepared.ts';
 import type { DB } from './schema.ts';
 
 // int8 (count(*), bigserial) as a JS number, as PGlite already does. Values stay far below 2^53.
@@ -54,6 +55,7 @@ export async function createDatabase(options: DatabaseOptions): Promise<Database
     // An idle client losing its connection must not crash the process.
     pool.on('error', () => {});
     const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+    registerPool(db, pool);
     return wrap(db, 'postgres', { kind: 'postgres', pool });
   }
   let dataDir: string | undefined;

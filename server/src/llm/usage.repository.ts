@@ -7,6 +7,7 @@ import type { UsageGroupBy } from '@mezzofy/protocol';
 import { sql } from 'kysely';
 import { type AuditSource, writeAudit } from '../audit/audit.repository.ts';
 import type { Executor } from '../db/executor.ts';
+import { prepare, runPrepared } from '../db/prepared.ts';
 
 export type UsageStatus = 'ok' | 'error' | 'aborted';
 
@@ -33,31 +34,59 @@ export interface UsageRow {
   createdAt: Date;
 }
 
+type UsageParam =
+  | 'provider'
+  | 'model'
+  | 'purpose'
+  | 'department'
+  | 'userId'
+  | 'source'
+  | 'sessionId'
+  | 'callId'
+  | 'attempt'
+  | 'status'
+  | 'errorKind'
+  | 'errorMessage'
+  | 'fallbackReason'
+  | 'inputTokens'
+  | 'outputTokens'
+  | 'costUsd'
+  | 'latencyMs'
+  | 'ttfbMs'
+  | 'createdAt';
+
+const insertUsageStatement = prepare<never, UsageParam>('llm_insert_usage', (db, p) =>
+  db.insertInto('llm_usage').values({
+    provider: p('provider'),
+    model: p('model'),
+    purpose: p('purpose'),
+    department: p('department'),
+    user_id: p('userId'),
+    source: p('source'),
+    session_id: p('sessionId'),
+    call_id: p('callId'),
+    attempt: p<number>('attempt'),
+    status: p('status'),
+    error_kind: p('errorKind'),
+    error_message: p('errorMessage'),
+    fallback_reason: p('fallbackReason'),
+    input_tokens: p<number | null>('inputTokens'),
+    output_tokens: p<number | null>('outputTokens'),
+    cost_usd: p('costUsd'),
+    latency_ms: p<number>('latencyMs'),
+    ttfb_ms: p<number | null>('ttfbMs'),
+    created_at: p<Date>('createdAt'),
+  }),
+);
+
+/** One model call attempt (every model call writes one, on the hot path of a chat turn). */
 export async function insertUsage(db: Executor, row: UsageRow): Promise<void> {
-  await db
-    .insertInto('llm_usage')
-    .values({
-      provider: row.provider,
-      model: row.model,
-      purpose: row.purpose,
-      department: row.department,
-      user_id: row.userId,
-      source: row.source,
-      session_id: row.sessionId,
-      call_id: row.callId,
-      attempt: row.attempt,
-      status: row.status,
-      error_kind: row.errorKind,
-      error_message: row.errorMessage?.slice(0, 1000) ?? null,
-      fallback_reason: row.fallbackReason,
-      input_tokens: row.inputTokens,
-      output_tokens: row.outputTokens,
-      cost_usd: row.costUsd,
-      latency_ms: Math.round(row.latencyMs),
-      ttfb_ms: row.ttfbMs === null ? null : Math.round(row.ttfbMs),
-      created_at: row.createdAt,
-    })
-    .execute();
+  await runPrepared(db, insertUsageStatement, {
+    ...row,
+    errorMessage: row.errorMessage?.slice(0, 1000) ?? null,
+    latencyMs: Math.round(row.latencyMs),
+    ttfbMs: row.ttfbMs === null ? null : Math.round(row.ttfbMs),
+  });
 }
 
 /** Start of the month containing `now`, in `tz`, as a timestamptz expression. */

@@ -154,6 +154,11 @@ export const LlmConfigInput = z.strictObject({
     .prefault({}),
   /** No stream event within this time aborts the attempt (counted as a timeout). */
   first_byte_timeout_ms: Int(1).default(30_000),
+  /**
+   * How the SDKs reach the providers: `node` (node:http/https keep-alive agents given to the
+   * SDKs as their fetch; cheaper per call) or `fetch` (the global fetch, the SDKs' default).
+   */
+  http_client: z.enum(['node', 'fetch']).default('node'),
   circuit_breaker: z
     .strictObject({
       /** This many failures of one provider/model within window_s open its circuit. */

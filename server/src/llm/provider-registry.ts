@@ -5,6 +5,7 @@
  */
 import type { LlmConfig } from './llm-config.ts';
 import { createAnthropicProvider } from './providers/anthropic.provider.ts';
+import { sharedHttpFetch } from './providers/http-fetch.ts';
 import { createOpenAiCompatibleProvider } from './providers/openai.provider.ts';
 import type { ChatModelProvider } from './types.ts';
 
@@ -13,6 +14,7 @@ export function createProviders(
   options: { fetch?: typeof globalThis.fetch } = {},
 ): Map<string, ChatModelProvider> {
   const providers = new Map<string, ChatModelProvider>();
+  const fetch = options.fetch ?? (config.http_client === 'node' ? sharedHttpFetch() : undefined);
   for (const p of Object.values(config.providers)) {
     if (!p.enabled) continue;
     const common = {
@@ -21,7 +23,7 @@ export function createProviders(
       baseURL: p.base_url,
       // A backstop behind the manager's own first-byte timeout, which fires first.
       timeoutMs: config.first_byte_timeout_ms + 1_000,
-      ...(options.fetch ? { fetch: options.fetch } : {}),
+      ...(fetch ? { fetch } : {}),
     };
     providers.set(
       p.name,

@@ -208,7 +208,9 @@ describe('createHttpFetch', () => {
   });
 
   it('hands what it does not carry to the fallback fetch, unchanged', async () => {
-    const fallback = vi.fn(async () => new Response('from fallback'));
+    const fallback = vi.fn(
+      async (_input: unknown, _init?: unknown) => new Response('from fallback'),
+    );
     const withFallback = createHttpFetch({ fallback });
     const stream = new ReadableStream({
       start(c) {

@@ -34,6 +34,7 @@ import { createUsageService, type UsageService } from './llm/usage.service.ts';
 import { createLoggers, type Loggers } from './logging/logger.ts';
 import { createOutboxService, type OutboxService } from './output/outbox.service.ts';
 import { createInProcessPubSub, createRedisPubSub, type PubSub } from './realtime/pubsub.ts';
+import { createStreamHandoff, type StreamHandoff } from './realtime/stream-handoff.ts';
 import { createUserEvents, type UserEvents } from './realtime/user-events.ts';
 import { createBullmqQueue } from './scheduler/bullmq-queue.ts';
 import { createInProcessQueue } from './scheduler/in-process-queue.ts';
@@ -73,6 +74,8 @@ export interface Container {
   pubsub: PubSub;
   /** Events for a user's sockets on every process, and cancels (realtime/user-events.ts). */
   userEvents: UserEvents;
+  /** Moves a WebSocket event stream to the process its client reconnected to. */
+  streamHandoff: StreamHandoff;
   queue: JobQueue;
   rateLimiter: RateLimiter;
   loggers: Loggers;
@@ -138,6 +141,7 @@ export async function createContainer(
     pubsub = createInProcessPubSub();
   }
   const userEvents = await createUserEvents(pubsub, log);
+  const streamHandoff = await createStreamHandoff(pubsub, log, config.realtime.resume_handoff_ms);
 
   const passwords = await createPasswordHasher(config.auth.argon2);
   const tokens = createAccessTokens({
@@ -311,6 +315,7 @@ export async function createContainer(
     redis,
     pubsub,
     userEvents,
+    streamHandoff,
     queue,
     rateLimiter,
     loggers,

@@ -4,7 +4,8 @@
  * SIGTERM. Proves: a turn resumed on B after an approval streams to the user's socket on A;
  * a cancel sent to A (WebSocket or REST) stops the turn running on B; two sends to one
  * session on A and B run one after the other, the second seeing the first's reply; another
- * user's session cannot be cancelled; on SIGTERM the turns in flight are stored as failed,
+ * user's session cannot be cancelled; a socket that drops mid-turn on A and reconnects to B
+ * resumes its stream there, the turn still running on A; on SIGTERM the turns in flight are stored as failed,
  * the REST sender gets 503 and the socket closes with 1001.
  */
 import type { AddressInfo } from 'node:net';
@@ -29,6 +30,7 @@ let db: TestDatabase;
 let A: TestApp;
 let B: TestApp;
 let wsA: string;
+let wsB: string;
 const clients: Client[] = [];
 
 async function instance(): Promise<TestApp> {
@@ -47,6 +49,8 @@ beforeAll(async () => {
   B = await instance();
   await A.app.listen({ port: 0, host: '127.0.0.1' });
   wsA = `ws://127.0.0.1:${(A.app.server.address() as AddressInfo).port}/chat/ws`;
+  await B.app.listen({ port: 0, host: '127.0.0.1' });
+  wsB = `ws://127.0.0.1:${(B.app.server.address() as AddressInfo).port}/chat/ws`;
 });
 
 afterAll(async () => {
@@ -146,6 +150,43 @@ describe('events produced on another process', () => {
       .execute();
     expect(rows.map((r) => r.role)).toEqual(['user', 'assistant', 'assistant']);
     expect(rows[2]!.content).toBe(resumed.text);
+  });
+});
+
+describe('a reconnect to another process resumes the stream', () => {
+  it('drops on A mid-turn, resumes on B: missed events replayed, the rest relayed, one numbering', async () => {
+    const { user, c } = await userOnA();
+    const ready = c.events.find((e) => e.type === 'ready') as { connection_id: string };
+    fake.clear();
+    const text = 'One. Two. Three. Four. Five. Six. Seven. Eight.';
+    fake.script('anthropic', { text, chunkDelayMs: 60 });
+    await c.send({ type: 'chat.send', request_id: 'r-move', message: 'Count', agent: 'sales' });
+    await c.next('text.delta', (e) => e.request_id === 'r-move');
+    c.ws.terminate();
+    await c.closed;
+    const seen = c.events.at(-1)!.seq;
+
+    const moved = new Client(wsB);
+    clients.push(moved);
+    const resumed = await moved.hello(user.token, {
+      resume: { connection_id: ready.connection_id, last_seq: seen },
+    });
+    expect(resumed).toMatchObject({ resumed: true, connection_id: ready.connection_id });
+    const end = await moved.next('message.end', (e) => e.request_id === 'r-move');
+    expect(end).toMatchObject({ text, finish: 'stop' });
+
+    // Everything after `seen`, once each and in order: replayed, then relayed from A.
+    const seqs = moved.events.map((e) => e.seq);
+    expect(seqs[0]).toBe(seen + 1);
+    expect(seqs).toEqual(seqs.map((_, i) => seen + 1 + i));
+    const deltas = (events: typeof c.events) =>
+      events
+        .filter((e) => e.type === 'text.delta' && e.request_id === 'r-move')
+        .map((e) => (e as { text: string }).text)
+        .join('');
+    expect(deltas(c.events) + deltas(moved.events)).toBe(text);
+    // The turn ran once, on A.
+    expect(fake.requests).toHaveLength(1);
   });
 });
 

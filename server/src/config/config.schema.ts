@@ -212,10 +212,15 @@ export const ConfigSchema = z.strictObject({
         .default(1024 * 1024),
       /** A client whose unsent bytes stay above the high-water mark this long is closed 1013. */
       stuck_timeout_ms: z.coerce.number().int().positive().default(30_000),
-      /** Events kept per connection for resume after a reconnect (same process). */
+      /** Events kept per connection for resume after a reconnect. */
       resume_buffer_events: z.coerce.number().int().min(0).default(500),
       /** How long a dropped connection can be resumed. */
       resume_ttl_s: Seconds.default(120),
+      /**
+       * A resume for a stream held by another process (Redis): how long to wait for that
+       * process to hand it over before starting a new stream.
+       */
+      resume_handoff_ms: z.coerce.number().int().positive().default(1_000),
     })
     .prefault({}),
   tools: z

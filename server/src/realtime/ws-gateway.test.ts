@@ -3,7 +3,8 @@
  * unsent bytes are over the high-water mark, consecutive text deltas merge into one frame
  * that goes out once it drains; a client stuck above the mark is closed 1013; a token that
  * expires without reauth closes the socket 4001; the heartbeat drops a client that stops
- * answering pings; a client ping is answered with pong.
+ * answering pings; a client ping is answered with pong. Two gateways on one bus (as two
+ * processes on one Redis) hand a stream over to the one its client reconnects to.
  */
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,6 +16,8 @@ import type { AgentEvent } from '../agents/agent.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { SendOptions } from '../chat/chat.service.ts';
 import { createLoggers } from '../logging/logger.ts';
+import type { PubSub } from './pubsub.ts';
+import { createStreamHandoff, type StreamHandoff } from './stream-handoff.ts';
 import { createWsGateway, type GatewayDeps } from './ws-gateway.ts';
 
 class FakeSocket extends EventEmitter {
@@ -63,25 +66,42 @@ const tokenFor = (expiresInS: number) =>
     .setExpirationTime(Math.floor(Date.now() / 1000) + expiresInS)
     .encode();
 
+/** Without Redis: every stream is local. */
+const noHandoff: StreamHandoff = {
+  enabled: false,
+  claim: async () => false,
+  onClaim() {},
+  relay() {},
+  onRelay() {},
+  cancel() {},
+  onCancel() {},
+};
+
 function gateway(
-  turn: (emit: (e: AgentEvent) => void, release: Promise<void>) => Promise<void>,
+  turn: (
+    emit: (e: AgentEvent) => void,
+    release: Promise<void>,
+    signal: AbortSignal,
+  ) => Promise<void>,
   realtime: Partial<GatewayDeps['config']['realtime']> = {},
+  extra: { streamHandoff?: StreamHandoff; principal?: Principal } = {},
 ) {
   let release!: () => void;
   const released = new Promise<void>((r) => {
     release = r;
   });
   const deps = {
-    auth: { authenticate: async () => principal },
+    auth: { authenticate: async () => extra.principal ?? principal },
     userStates: { onInvalidate() {}, get: async () => undefined },
     chat: {
       async send(_p: Principal, _input: unknown, _meta: unknown, options: SendOptions) {
-        await turn((e) => options.onEvent?.(e), released);
+        await turn((e) => options.onEvent?.(e), released, options.signal!);
         return { text: 'done', finish: 'stop' };
       },
     },
     approvals: {},
     userEvents: { onEvent() {} },
+    streamHandoff: extra.streamHandoff ?? noHandoff,
     config: {
       realtime: {
         hello_timeout_ms: 5_000,
@@ -101,14 +121,39 @@ function gateway(
   return { gw: createWsGateway(deps), release };
 }
 
-async function connect(gw: ReturnType<typeof createWsGateway>, token = tokenFor(3600)) {
+async function connect(
+  gw: ReturnType<typeof createWsGateway>,
+  token = tokenFor(3600),
+  extra: Record<string, unknown> = {},
+  waitMs = 10,
+) {
   const socket = new FakeSocket();
   gw.accept(socket as unknown as WebSocket, '127.0.0.1', null);
-  socket.frame({ type: 'hello', token, protocol_version: PROTOCOL_VERSION });
-  await sleep(10);
-  expect(socket.sent[0]).toMatchObject({ type: 'ready' });
+  socket.frame({ type: 'hello', token, protocol_version: PROTOCOL_VERSION, ...extra });
+  await sleep(waitMs);
+  expect(socket.sent.some((e) => e.type === 'ready')).toBe(true);
   return socket;
 }
+
+/** One pub/sub bus shared by gateways in this process, delivering later, like Redis. */
+function bus(): PubSub {
+  const emitter = new EventEmitter();
+  return {
+    kind: 'redis',
+    async publish(channel, message) {
+      setImmediate(() => emitter.emit(channel, message));
+    },
+    async subscribe(channel, handler) {
+      emitter.on(channel, handler);
+    },
+    healthy: () => true,
+    onResync() {},
+    async close() {},
+  };
+}
+
+const readyOf = (socket: FakeSocket) =>
+  socket.sent.find((e) => e.type === 'ready') as Extract<WsServerEvent, { type: 'ready' }>;
 
 describe('ws gateway flow control', () => {
   it('merges text deltas while the socket is over the high-water mark, then sends them', async () => {
@@ -182,5 +227,136 @@ describe('ws gateway flow control', () => {
     await sleep(10);
     expect(socket.sent.at(-1)).toMatchObject({ type: 'pong', id: 'p-7', seq: 2 });
     gw.closeAll();
+  });
+});
+
+describe('ws gateway: a stream handed over to the process the client reconnects to', () => {
+  const log = createLoggers({ level: 'silent' }).app;
+  const HANDOFF_MS = 300;
+
+  async function pair(turn: Parameters<typeof gateway>[0], other?: Principal) {
+    const pubsub = bus();
+    const a = gateway(
+      turn,
+      {},
+      { streamHandoff: await createStreamHandoff(pubsub, log, HANDOFF_MS) },
+    );
+    const b = gateway(
+      turn,
+      {},
+      {
+        streamHandoff: await createStreamHandoff(pubsub, log, HANDOFF_MS),
+        ...(other ? { principal: other } : {}),
+      },
+    );
+    return { a, b };
+  }
+
+  it('replays what was missed, then relays the rest of a turn still running on the first process', async () => {
+    let step!: (text: string) => void;
+    const { a, b } = await pair(async (emit, released) => {
+      step = (text) => emit({ type: 'text-delta', text });
+      await released;
+    });
+    const first = await connect(a.gw);
+    const connectionId = readyOf(first).connection_id;
+    first.frame({ type: 'chat.send', request_id: 'r', message: 'hi' });
+    await sleep(10);
+    step('one ');
+    const lastSeen = first.sent.at(-1)!.seq;
+    first.close(1006, 'network gone');
+    step('two '); // kept on A for the resume
+
+    const second = await connect(
+      b.gw,
+      tokenFor(3600),
+      { resume: { connection_id: connectionId, last_seq: lastSeen } },
+      50,
+    );
+    expect(second.sent.map((e) => e.type)).toEqual(['text.delta', 'ready']);
+    expect(second.sent[0]).toMatchObject({ text: 'two ', seq: lastSeen + 1 });
+    expect(readyOf(second)).toMatchObject({ resumed: true, connection_id: connectionId });
+
+    step('three'); // the turn still runs on A: relayed to B
+    a.release();
+    await sleep(30);
+    expect(second.sent.slice(2)).toEqual([
+      { type: 'text.delta', request_id: 'r', text: 'three', seq: lastSeen + 3 },
+      expect.objectContaining({ type: 'message.end', request_id: 'r', seq: lastSeen + 4 }),
+    ]);
+    // One stream: A no longer sends anything of it.
+    expect(first.sent.at(-1)!.seq).toBe(lastSeen);
+    a.gw.closeAll();
+    b.gw.closeAll();
+  });
+
+  it('a cancel sent to the new process stops the turn running on the first', async () => {
+    let aborted = false;
+    const { a, b } = await pair(async (_emit, _released, signal) => {
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()));
+      aborted = true;
+    });
+    const first = await connect(a.gw);
+    first.frame({ type: 'chat.send', request_id: 'r', message: 'hi' });
+    await sleep(10);
+    first.close(1006, 'gone');
+    const second = await connect(
+      b.gw,
+      tokenFor(3600),
+      { resume: { connection_id: readyOf(first).connection_id, last_seq: readyOf(first).seq } },
+      50,
+    );
+    expect(readyOf(second).resumed).toBe(true);
+    // The same request id is still running (on A): not started twice.
+    second.frame({ type: 'chat.send', request_id: 'r', message: 'again' });
+    await sleep(10);
+    expect(second.sent.at(-1)).toMatchObject({ type: 'error', code: 'conflict' });
+    second.frame({ type: 'chat.cancel', request_id: 'r' });
+    await sleep(30);
+    expect(aborted).toBe(true);
+    expect(second.sent.at(-1)).toMatchObject({ type: 'message.end', request_id: 'r' });
+    a.gw.closeAll();
+    b.gw.closeAll();
+  });
+
+  it('starts a new stream when nobody holds it (after the handoff wait) or it is not the user’s', async () => {
+    const other: Principal = { ...principal, id: '00000000-0000-4000-8000-000000000002' };
+    const { a, b } = await pair(async () => {}, other);
+    const first = await connect(a.gw);
+    first.close(1006, 'gone');
+    const started = performance.now();
+    const stranger = await connect(
+      b.gw,
+      tokenFor(3600),
+      { resume: { connection_id: readyOf(first).connection_id, last_seq: 1 } },
+      HANDOFF_MS + 50,
+    );
+    expect(performance.now() - started).toBeGreaterThanOrEqual(HANDOFF_MS);
+    expect(readyOf(stranger).resumed).toBe(false);
+    expect(readyOf(stranger).connection_id).not.toBe(readyOf(first).connection_id);
+    // A still holds it for its own user.
+    const back = await connect(a.gw, tokenFor(3600), {
+      resume: { connection_id: readyOf(first).connection_id, last_seq: 1 },
+    });
+    expect(readyOf(back).resumed).toBe(true);
+    a.gw.closeAll();
+    b.gw.closeAll();
+  });
+
+  it('is refused at once when the events after last_seq are no longer kept', async () => {
+    const { a, b } = await pair(async () => {});
+    const first = await connect(a.gw);
+    first.close(1006, 'gone');
+    const started = performance.now();
+    const second = await connect(
+      b.gw,
+      tokenFor(3600),
+      { resume: { connection_id: readyOf(first).connection_id, last_seq: 99 } },
+      50,
+    );
+    expect(performance.now() - started).toBeLessThan(HANDOFF_MS);
+    expect(readyOf(second).resumed).toBe(false);
+    a.gw.closeAll();
+    b.gw.closeAll();
   });
 });

@@ -14,9 +14,11 @@
  *   queue in which consecutive text deltas of a turn merge into one; a client stuck above the
  *   mark for `stuck_timeout_ms` is closed 1013.
  * - Events are numbered per stream (`seq`) and the last `resume_buffer_events` kept: a hello
- *   with `resume { connection_id, last_seq }` from the same user, within `resume_ttl_s` and on
- *   the same process, reattaches to the stream: the missed events are replayed first (their
- *   own seq), then `ready` (the next seq). Turns keep running while the client is away.
+ *   with `resume { connection_id, last_seq }` from the same user, within `resume_ttl_s`,
+ *   reattaches to the stream: the missed events are replayed first (their own seq), then
+ *   `ready` (the next seq). Turns keep running while the client is away. A stream held by
+ *   another process is handed over (stream-handoff.ts): that process gives up its numbering,
+ *   kept events and the list of its running turns, and relays their later events here.
  * - Events for the user from any process (userEvents: a turn resumed after an approval, as
  *   request `approval:<id>`; `approval.decided`) go into every stream of that user here.
  * - `chat.cancel` by session reaches a turn on any process (chat.cancel → pub/sub).
@@ -40,7 +42,7 @@ import { eventsOf } from './turn-events.ts';
 /** What the gateway needs from the container. */
 export type GatewayDeps = Pick<
   Container,
-  'auth' | 'userStates' | 'chat' | 'approvals' | 'config' | 'userEvents'
+  'auth' | 'userStates' | 'chat' | 'approvals' | 'config' | 'userEvents' | 'streamHandoff'
 > & {
   log: Container['loggers']['app'];
 };
@@ -60,8 +62,28 @@ interface Stream {
   /** Events waiting for the socket to drain (backpressure). */
   queue: WsServerEventBody[];
   socket: WebSocket | null;
+  /** Turns of this stream running on this process. */
   turns: Map<string, Turn>;
+  /** Turns of this stream running on other processes (it was handed over): their sessions. */
+  remoteTurns: Map<string, string | undefined>;
   expiry: NodeJS.Timeout | null;
+  /** Handed over to another process: events of its turns here are relayed there. */
+  moved: boolean;
+}
+
+function newStream(id: string, userId: string, seq: number, kept: WsServerEvent[] = []): Stream {
+  return {
+    id,
+    userId,
+    seq,
+    kept,
+    queue: [],
+    socket: null,
+    turns: new Map(),
+    remoteTurns: new Map(),
+    expiry: null,
+    moved: false,
+  };
 }
 
 const utf8 = new TextEncoder();
@@ -87,7 +109,10 @@ export function createWsGateway(deps: GatewayDeps) {
   const cfg = deps.config.realtime;
   const connections = new Set<Connection>();
   const streams = new Map<string, Stream>();
+  /** Streams handed to another process whose turns still run here. */
+  const moved = new Map<string, Stream>();
   const owners = new WeakMap<WebSocket, Connection>();
+  const handoff = deps.streamHandoff;
 
   deps.userStates.onInvalidate((userId) => {
     for (const conn of connections) if (conn.userId === userId) void conn.recheck();
@@ -96,6 +121,44 @@ export function createWsGateway(deps: GatewayDeps) {
   // here, attached or kept for a resume.
   deps.userEvents.onEvent((userId, body) => {
     for (const stream of streams.values()) if (stream.userId === userId) emitTo(stream, body);
+  });
+
+  /** Can a client that saw events up to `lastSeq` resume this stream? */
+  function resumable(stream: Stream, lastSeq: number): boolean {
+    const oldest = stream.kept[0]?.seq ?? stream.seq + 1;
+    return lastSeq >= oldest - 1 && lastSeq <= stream.seq;
+  }
+
+  // Another process has the client of a stream held here: give the stream up.
+  handoff.onClaim((claim) => {
+    const stream = streams.get(claim.streamId);
+    if (!stream || stream.userId !== claim.userId) return undefined;
+    if (!resumable(stream, claim.lastSeq)) return null;
+    // A socket still attached here (half-open) loses it; its unsent events are numbered.
+    if (stream.socket)
+      owners.get(stream.socket)?.close(WS_CLOSE.normal, 'resumed on another connection');
+    if (stream.expiry) clearTimeout(stream.expiry);
+    stream.expiry = null;
+    flush(stream);
+    streams.delete(stream.id);
+    stream.moved = true;
+    if (stream.turns.size > 0) moved.set(stream.id, stream);
+    const turns = [
+      ...[...stream.turns].map(([request_id, t]) => ({ request_id, session_id: t.sessionId })),
+      ...[...stream.remoteTurns].map(([request_id, session_id]) => ({ request_id, session_id })),
+    ].map((t) => (t.session_id ? t : { request_id: t.request_id }));
+    return { seq: stream.seq, kept: stream.kept, turns };
+  });
+  handoff.onRelay((streamId, body) => {
+    const stream = streams.get(streamId);
+    if (!stream) return;
+    if ((body.type === 'message.end' || body.type === 'error') && body.request_id)
+      stream.remoteTurns.delete(body.request_id);
+    emitTo(stream, body);
+  });
+  handoff.onCancel((streamId, requestId) => {
+    const stream = moved.get(streamId) ?? streams.get(streamId);
+    stream?.turns.get(requestId)?.controller.abort(new Error('cancelled by the user'));
   });
 
   function dropStream(stream: Stream) {
@@ -305,29 +368,38 @@ export function createWsGateway(deps: GatewayDeps) {
 
       let stream: Stream | undefined;
       let resumed = false;
-      const wanted = msg.resume ? streams.get(msg.resume.connection_id) : undefined;
-      if (wanted && wanted.userId === principal.id && msg.resume) {
-        const oldest = wanted.kept[0]?.seq ?? wanted.seq + 1;
-        if (msg.resume.last_seq >= oldest - 1 && msg.resume.last_seq <= wanted.seq) {
-          stream = wanted;
-          resumed = true;
-          if (stream.expiry) clearTimeout(stream.expiry);
-          stream.expiry = null;
-          // A socket still attached to it (a half-open one) loses it to this one.
-          if (stream.socket && stream.socket !== this.socket)
-            stream.socket.close(WS_CLOSE.normal, 'resumed on another connection');
-        }
+      const resume = msg.resume;
+      if (resume && !streams.has(resume.connection_id) && handoff.enabled) {
+        // Held by another process, perhaps: ask for it. Adopted (detached, expiring) the
+        // moment its state arrives, so events relayed right after it are kept for us.
+        await handoff.claim(
+          { streamId: resume.connection_id, userId: principal.id, lastSeq: resume.last_seq },
+          (state) => {
+            if (streams.has(resume.connection_id)) return;
+            const adopted = newStream(resume.connection_id, principal.id, state.seq, state.kept);
+            for (const t of state.turns) adopted.remoteTurns.set(t.request_id, t.session_id);
+            streams.set(adopted.id, adopted);
+            detach(adopted);
+          },
+        );
+        if (this.closed) return;
       }
-      stream ??= {
-        id: randomUUID(),
-        userId: principal.id,
-        seq: this.preSeq,
-        kept: [],
-        queue: [],
-        socket: null,
-        turns: new Map(),
-        expiry: null,
-      };
+      const wanted = resume ? streams.get(resume.connection_id) : undefined;
+      if (
+        wanted &&
+        wanted.userId === principal.id &&
+        resume &&
+        resumable(wanted, resume.last_seq)
+      ) {
+        stream = wanted;
+        resumed = true;
+        if (stream.expiry) clearTimeout(stream.expiry);
+        stream.expiry = null;
+        // A socket still attached to it (a half-open one) loses it to this one.
+        if (stream.socket && stream.socket !== this.socket)
+          stream.socket.close(WS_CLOSE.normal, 'resumed on another connection');
+      }
+      stream ??= newStream(randomUUID(), principal.id, this.preSeq);
       streams.set(stream.id, stream);
       stream.socket = this.socket;
       this.stream = stream;
@@ -443,7 +515,7 @@ export function createWsGateway(deps: GatewayDeps) {
         });
         return;
       }
-      if (stream.turns.has(requestId)) {
+      if (stream.turns.has(requestId) || stream.remoteTurns.has(requestId)) {
         this.emit({
           type: 'error',
           code: 'conflict',
@@ -485,7 +557,10 @@ export function createWsGateway(deps: GatewayDeps) {
             });
           },
         )
-        .finally(() => stream.turns.delete(requestId));
+        .finally(() => {
+          stream.turns.delete(requestId);
+          if (stream.moved && stream.turns.size === 0) moved.delete(stream.id);
+        });
     }
 
     private async chatCancel(msg: Extract<WsClientMessage, { type: 'chat.cancel' }>) {
@@ -495,6 +570,11 @@ export function createWsGateway(deps: GatewayDeps) {
         const turn = stream.turns.get(msg.request_id);
         if (turn) {
           turn.controller.abort(new Error('cancelled by the user'));
+          return;
+        }
+        if (stream.remoteTurns.has(msg.request_id)) {
+          // Started before the stream was handed over here: it runs on the process it started on.
+          handoff.cancel(stream.id, msg.request_id);
           return;
         }
       }
@@ -560,6 +640,10 @@ export function createWsGateway(deps: GatewayDeps) {
   }
 
   function emitTo(stream: Stream, body: WsServerEventBody) {
+    if (stream.moved) {
+      handoff.relay(stream.id, body);
+      return;
+    }
     const last = stream.queue.at(-1);
     if (
       body.type === 'text.delta' &&
@@ -581,7 +665,8 @@ export function createWsGateway(deps: GatewayDeps) {
     /** Closes every socket (server shutdown) and drops kept streams. */
     closeAll(code: number = WS_CLOSE.going_away, reason = 'server is shutting down') {
       for (const conn of [...connections]) conn.close(code, reason);
-      for (const stream of [...streams.values()]) dropStream(stream);
+      for (const stream of [...streams.values(), ...moved.values()]) dropStream(stream);
+      moved.clear();
     },
     /** Sockets past hello on this process. */
     size: () => connections.size,

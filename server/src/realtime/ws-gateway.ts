@@ -133,7 +133,8 @@ export function createWsGateway(deps: GatewayDeps) {
   handoff.onClaim((claim) => {
     const stream = streams.get(claim.streamId);
     if (!stream || stream.userId !== claim.userId) return undefined;
-    if (!resumable(stream, claim.lastSeq)) return null;
+    // Nothing kept, nothing to hand over (and detaching would drop the stream).
+    if (cfg.resume_buffer_events === 0 || !resumable(stream, claim.lastSeq)) return null;
     // A socket still attached here (half-open) loses it; its unsent events are numbered.
     if (stream.socket)
       owners.get(stream.socket)?.close(WS_CLOSE.normal, 'resumed on another connection');

@@ -69,6 +69,19 @@ beforeAll(async () => {
           setTimeout(() => res.end('answer'), 150);
         }, 250);
         return;
+      case '/large': {
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        // 4 MiB in 64 KiB writes, each byte its index mod 251: a reader sees any loss or reorder.
+        const chunk = (n: number) =>
+          Buffer.from(Array.from({ length: 65_536 }, (_, i) => (n * 65_536 + i) % 251));
+        let n = 0;
+        const more = () => {
+          while (n < 64) if (!res.write(chunk(n++))) return res.once('drain', more);
+          res.end();
+        };
+        more();
+        return;
+      }
       case '/cut':
         res.writeHead(200, { 'content-length': '100' });
         res.write('partial');
@@ -160,6 +173,23 @@ describe('createHttpFetch', () => {
     const missing = await fetch(`${base}/nothing-here`);
     expect(missing.status).toBe(404);
     expect(await missing.text()).toBe('no');
+  });
+
+  it('streams a large body to a slow reader intact and in order', async () => {
+    const res = await fetch(`${base}/large`);
+    const reader = res.body!.getReader();
+    let offset = 0;
+    let bad = -1;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      for (let i = 0; i < value.length && bad < 0; i++)
+        if (value[i] !== (offset + i) % 251) bad = offset + i;
+      offset += value.length;
+      if (offset % (1 << 20) < value.length) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(bad).toBe(-1);
+    expect(offset).toBe(64 * 65_536);
   });
 
   it('rejects with the abort reason when aborted before the headers, and frees the request', async () => {

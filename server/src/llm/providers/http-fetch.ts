@@ -14,7 +14,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 
 export interface HttpFetchOptions {
@@ -58,6 +58,50 @@ function decoded(res: http.IncomingMessage): Readable {
 }
 
 const DECODED = /^(gzip|x-gzip|deflate|br)$/i;
+
+/**
+ * The body as a web stream (what the SDKs read), chunk for chunk: cheaper than
+ * Readable.toWeb. The source pauses while the reader is HIGH_WATER chunks behind.
+ */
+const HIGH_WATER = 16;
+function webStream(readable: Readable): ReadableStream<Uint8Array> {
+  let done = false;
+  return new ReadableStream<Uint8Array>(
+    {
+      start(controller) {
+        readable.on('data', (chunk: Buffer) => {
+          if (done) return;
+          controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+          if ((controller.desiredSize ?? 1) <= 0) readable.pause();
+        });
+        readable.once('end', () => {
+          if (done) return;
+          done = true;
+          controller.close();
+        });
+        readable.once('error', (err) => {
+          if (done) return;
+          done = true;
+          controller.error(err);
+        });
+        readable.once('close', () => {
+          // Closed without end or error (destroyed quietly): the body is cut short.
+          if (done) return;
+          done = true;
+          controller.error(Object.assign(new Error('terminated'), { code: 'ECONNRESET' }));
+        });
+      },
+      pull() {
+        readable.resume();
+      },
+      cancel(reason) {
+        done = true;
+        readable.destroy(reason instanceof Error ? reason : undefined);
+      },
+    },
+    { highWaterMark: HIGH_WATER },
+  );
+}
 
 function responseHeaders(res: http.IncomingMessage, hasBody: boolean): Headers {
   const headers = new Headers();
@@ -132,7 +176,7 @@ export function createHttpFetch(options: HttpFetchOptions = {}): typeof globalTh
           if (nullBody) res.resume();
           const stream = nullBody ? null : decoded(res);
           resolve(
-            new Response(stream ? (Readable.toWeb(stream) as ReadableStream<Uint8Array>) : null, {
+            new Response(stream ? webStream(stream) : null, {
               status: res.statusCode ?? 500,
               statusText: res.statusMessage ?? '',
               headers,

@@ -3,7 +3,8 @@
  * a message streams its text and the footer names the provider and model; a send_email tool
  * call asks for approval and `/approve <id>` decides it and delivers to the outbox, then the
  * turn goes on; Ctrl-C cancels a turn and a second one quits; the access token is refreshed
- * before it expires and the socket re-authenticated; a wrong password is a clear error and a
+ * before it expires and the socket re-authenticated; a dropped connection is reconnected and
+ * its stream resumed, the answer printed once; a wrong password is a clear error and a
  * non-zero exit.
  */
 import type { AddressInfo } from 'node:net';
@@ -129,6 +130,35 @@ describe('chat client', () => {
       if (rows.length === 0) await new Promise((r) => setTimeout(r, 50));
     }
     expect(rows).toHaveLength(1);
+  });
+
+  it('reconnects after the connection drops mid-answer and resumes: the answer is printed once', async () => {
+    const user = await t.createUser('executive');
+    fake.clear();
+    fake.script('anthropic', { text: ['Alpha ', 'beta ', 'gamma ', 'delta.'], chunkDelayMs: 120 });
+    const s = session(user.email, user.password);
+    async function* lines() {
+      await s.until(/Connected as/);
+      yield '/agent finance';
+      yield 'Spell it out';
+      await s.until(/Alpha/);
+      // The network drops: the server side of every socket goes away without a close frame.
+      for (const socket of t.app.websocketServer.clients) socket.terminate();
+      await s.until(/reconnected; nothing was lost/);
+      await s.until(/answered by/);
+      yield '/quit';
+    }
+    expect(await s.client.run(lines())).toBe(0);
+    const out = s.output();
+    expect(out).toMatch(/connection closed \(close 1006\); reconnecting/);
+    for (const word of ['Alpha', 'beta', 'gamma', 'delta.'])
+      expect(out.split(word)).toHaveLength(2); // exactly once
+    const at = (w: string) => out.indexOf(w);
+    expect(at('Alpha')).toBeLessThan(at('beta'));
+    expect(at('beta')).toBeLessThan(at('gamma'));
+    expect(at('gamma')).toBeLessThan(at('delta.'));
+    expect(at('delta.')).toBeLessThan(at('answered by'));
+    expect(fake.requests).toHaveLength(1);
   });
 
   it('a wrong password prints a clear error and exits non-zero', async () => {

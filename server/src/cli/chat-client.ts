@@ -31,6 +31,8 @@ export interface ChatClientOptions {
   color?: boolean;
   /** Refresh the access token this long before it expires (default 60 s). */
   refreshMarginMs?: number;
+  /** After losing the connection, keep trying to reconnect this long (default 60 s). */
+  reconnectForMs?: number;
 }
 
 export interface ChatClient {
@@ -54,6 +56,18 @@ const CLOSE_REASONS: Record<number, string> = {
   [WS_CLOSE.version_mismatch]: `protocol version mismatch (this client speaks ${PROTOCOL_VERSION})`,
 };
 
+/**
+ * Closes after which the client reconnects and resumes its stream: the network or the server
+ * went away (restart, another process takes over), or the token ran out mid-outage.
+ */
+const RECONNECT_CODES = new Set<number>([
+  WS_CLOSE.going_away,
+  1006, // abnormal: no close frame (network drop, killed process)
+  1011, // server error
+  1012, // service restart
+  WS_CLOSE.try_again_later,
+]);
+
 const HELP = [
   'Type a message to chat. Commands:',
   '  /new              start a new session',
@@ -70,6 +84,7 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
   const doFetch = options.fetch ?? fetch;
   const color = options.color ?? Boolean((out as { isTTY?: boolean }).isTTY);
   const margin = options.refreshMarginMs ?? 60_000;
+  const reconnectForMs = options.reconnectForMs ?? 60_000;
   const base = options.url.replace(/\/+$/, '');
 
   let access = '';
@@ -82,6 +97,9 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
   let resumedMidLine = false;
   let refreshTimer: NodeJS.Timeout | undefined;
   let quitting = false;
+  /** The stream to resume after a reconnect: its id and the last event seen. */
+  let stream: { id: string; lastSeq: number } | undefined;
+  let reconnecting = false;
   let finish: (code: number) => void = () => {};
   const finished = new Promise<number>((resolve) => {
     finish = resolve;
@@ -123,8 +141,14 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
     return json;
   }
 
-  function send(message: WsClientMessage) {
-    ws?.send(JSON.stringify(message));
+  /** Sends when connected; false (and says so) while the connection is down. */
+  function send(message: WsClientMessage): boolean {
+    if (!ws || ws.readyState !== ws.OPEN) {
+      err('not connected (reconnecting); try again in a moment');
+      return false;
+    }
+    ws.send(JSON.stringify(message));
+    return true;
   }
 
   function scheduleRefresh(expiresAt: string) {
@@ -166,6 +190,8 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
       return;
     }
     const e = parsed.data;
+    if (e.type === 'ready') stream = { id: e.connection_id, lastSeq: e.seq };
+    else if (stream && e.seq > stream.lastSeq) stream.lastSeq = e.seq;
     handleEvent(e, json);
     return e.type;
   }
@@ -177,7 +203,18 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
       'request_id' in e && typeof e.request_id === 'string' && e.request_id.startsWith('approval:');
     switch (e.type) {
       case 'ready':
-        line(`Connected as ${e.user.name} <${e.user.email}> (${e.user.role}). /help for commands.`);
+        if (!reconnecting)
+          line(
+            `Connected as ${e.user.name} <${e.user.email}> (${e.user.role}). /help for commands.`,
+          );
+        else if (e.resumed) dim('— reconnected; nothing was lost');
+        else {
+          dim('— reconnected on a new connection');
+          if (turn) {
+            err('the running answer was lost with the connection; it is stored in the session');
+            turn = undefined;
+          }
+        }
         scheduleRefresh(e.token_expires_at);
         return;
       case 'reauth.ok':
@@ -235,7 +272,37 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
     }
   }
 
-  async function connect(): Promise<void> {
+  async function refreshTokens() {
+    const pair = TokenPair.parse(
+      await rest('POST', '/auth/refresh', { refresh_token: refresh }, false),
+    );
+    access = pair.access_token;
+    refresh = pair.refresh_token;
+  }
+
+  /** The connection went away: reconnect with backoff and resume the stream, or give up. */
+  async function reconnect(message: string) {
+    const deadline = Date.now() + reconnectForMs;
+    dim(`— ${message}; reconnecting…`);
+    reconnecting = true;
+    for (let wait = 250; !quitting; wait = Math.min(wait * 2, 5_000)) {
+      await new Promise((r) => setTimeout(r, wait));
+      if (quitting) return;
+      try {
+        // The access token may have run out while we were away.
+        await refreshTokens();
+        await connect(stream);
+        return;
+      } catch (e) {
+        if (Date.now() + wait > deadline) {
+          err(`could not reconnect: ${(e as Error).message}`);
+          return finish(1);
+        }
+      }
+    }
+  }
+
+  async function connect(resume?: { id: string; lastSeq: number }): Promise<void> {
     const target = new URL(`${base}/chat/ws`);
     target.protocol = target.protocol === 'https:' ? 'wss:' : 'ws:';
     const socket = new options.WebSocket(target.toString());
@@ -243,7 +310,12 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
     await new Promise<void>((resolve, reject) => {
       let ready = false;
       socket.on('open', () =>
-        send({ type: 'hello', token: access, protocol_version: PROTOCOL_VERSION }),
+        send({
+          type: 'hello',
+          token: access,
+          protocol_version: PROTOCOL_VERSION,
+          ...(resume ? { resume: { connection_id: resume.id, last_seq: resume.lastSeq } } : {}),
+        }),
       );
       socket.on('message', (data) => {
         if (onEvent(String(data)) === 'ready' && !ready) {
@@ -261,6 +333,7 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
         const what = CLOSE_REASONS[code] ?? 'connection closed';
         const message = `${what} (close ${code}${reason ? `: ${reason}` : ''})`;
         if (!ready) return reject(new ChatCliError(message));
+        if (RECONNECT_CODES.has(code)) return void reconnect(message);
         err(message);
         finish(1);
       });
@@ -285,14 +358,15 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
     if (!text) return;
     if (!text.startsWith('/')) {
       if (turn) return err('a turn is running; wait for it or /cancel it');
-      turn = { id: randomUUID(), cancelling: false, midLine: false };
-      send({
+      const id = randomUUID();
+      const sent = send({
         type: 'chat.send',
-        request_id: turn.id,
+        request_id: id,
         message: text,
         ...(sessionId ? { session_id: sessionId } : {}),
         ...(agent ? { agent } : {}),
       });
+      if (sent) turn = { id, cancelling: false, midLine: false };
       return;
     }
     const [command, arg] = text.split(/\s+/, 2);
@@ -318,17 +392,19 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
       case '/cancel':
         if (!turn) return err('no turn is running');
         turn.cancelling = true;
-        return send({ type: 'chat.cancel', request_id: turn.id });
+        send({ type: 'chat.cancel', request_id: turn.id });
+        return;
       case '/approvals':
         return listApprovals().catch((e: Error) => err(e.message));
       case '/approve':
       case '/reject':
         if (!arg) return err(`usage: ${command} <approval id>`);
-        return send({
+        send({
           type: 'approval.decide',
           approval_id: arg,
           decision: command === '/approve' ? 'approve' : 'reject',
         });
+        return;
       default:
         return err(`unknown command ${command}; /help lists them`);
     }

@@ -14,7 +14,7 @@
  *   B. gateway      the same two runs against POST /chat/send of bench/passthrough-gateway.ts
  *                   (its own process: node:http, fetch to the fake with the same request, SSE
  *                   read to the end, JSON reply; no auth, no storage, no logging)
- *   C. PostgreSQL   pgbench running one chat turn's five statements, as the server sends them
+ *   C. PostgreSQL   pgbench running one chat turn's statements, as the server sends them
  *                   (turn lease, user message, history, usage row, answer + end of turn), in a
  *                   fresh schema built by the project's migrations with 50 users and 5,000
  *                   sessions: -M extended (unnamed statements, what node-postgres does with
@@ -307,10 +307,10 @@ const LEASE_MS = 240_000;
  * One chat turn's statements, in the order the server runs them for a turn in an existing
  * session with an explicit agent and no client_message_id (as bench/chat.bench.ts's turns):
  *   1. leaseSession          server/src/chat/chat.repository.ts
- *   2. insertUserMessage     chat.repository.ts (runs alongside 3 in the server)
- *   3. listMessages          chat.repository.ts
- *   4. insertUsage           server/src/llm/usage.repository.ts
- *   5. insertAnswerAndEndTurn  chat.repository.ts (a data-modifying CTE)
+ *   2. insertUserMessage     chat.repository.ts (inserts the message and returns the session's
+ *                            earlier ones: a data-modifying CTE and a union)
+ *   3. insertUsage           server/src/llm/usage.repository.ts
+ *   4. insertAnswerAndEndTurn  chat.repository.ts (a data-modifying CTE)
  * Each autocommits, as in the server (no transaction around them). The server binds every
  * value as a parameter; here the per-turn values (session, user, token) are pgbench variables
  * (parameters in -M extended and -M prepared), the constant ones literals. pgbench reads `:name`
@@ -345,8 +345,7 @@ function turnScript(clients: number, sessionTurns: number): string {
 \\set u (:n % ${USERS}) + 1
 \\set t random(1, 999999999999)
 update chat_sessions set turn_token = ${token}, turn_expires_at = now() + ${LEASE_MS} * interval '1 millisecond' where id = ${s} and user_id = ${u} and deleted_at is null and (turn_token is null or turn_expires_at < now()) returning id, user_id, title, agent, created_at, updated_at, deleted_at, turn_token, turn_expires_at, summary, summary_through;
-insert into conversations (user_id, session_id, role, content, client_message_id, metadata) values (${u}, ${s}, 'user', '${USER_TEXT}', null, '${userMeta}') on conflict (user_id, client_message_id) where client_message_id is not null do nothing ${returning};
-select id, role, content, metadata, client_message_id, created_at from conversations where session_id = ${s} order by created_at asc, id asc;
+with ins as (insert into conversations (user_id, session_id, role, content, client_message_id, metadata) values (${u}, ${s}, 'user', '${USER_TEXT}', null, '${userMeta}') on conflict (user_id, client_message_id) where client_message_id is not null do nothing ${returning}) select true as inserted, id, role, content, metadata, client_message_id, created_at from ins union all select false as inserted, id, role, content, metadata, client_message_id, created_at from conversations where session_id = ${s} order by inserted, created_at, id;
 insert into llm_usage (provider, model, purpose, department, user_id, source, session_id, call_id, attempt, status, error_kind, error_message, fallback_reason, input_tokens, output_tokens, cost_usd, latency_ms, ttfb_ms, created_at) values ('anthropic', '${MODEL}', 'chat', 'sales', ${u}, 'api', ${s}, ${callUuid(':t')}, 1, 'ok', null, null, null, 2600, 12, '0.007980', 1, 1, now());
 with ended as (update chat_sessions set agent = coalesce('sales', agent), updated_at = now(), turn_token = case when turn_token = ${token} then null else turn_token end, turn_expires_at = case when turn_token = ${token} then null else turn_expires_at end where id = ${s}) insert into conversations (user_id, session_id, role, content, metadata) values (${u}, ${s}, 'assistant', '${REPLY_TEXT}', '${answerMeta}') ${returning};
 `;
@@ -652,7 +651,7 @@ async function postgresPhase(scriptFiles: string[]): Promise<PgPhase> {
     const counts: number[] = [];
     for (const statement of statementsWith(sample, { n: 1, u: 2, t: 7 }))
       counts.push((await monitor.query(statement)).rowCount ?? 0);
-    const expected = [1, 1, 1, 1, 1];
+    const expected = [1, 1, 1, 1];
     if (counts.join() !== expected.join())
       throw new Error(`turn statements: row counts ${counts} instead of ${expected}`);
     const left = await monitor.query<{ n: number }>(
@@ -873,7 +872,7 @@ async function main(): Promise<number> {
       postgres_only: pgPhase
         ? {
             ...pgPhase,
-            what: "pgbench running one chat turn's five statements as the server sends them (lease, user message, history, usage row, answer + end of turn), each autocommitted",
+            what: "pgbench running one chat turn's statements as the server sends them (lease, user message + history, usage row, answer + end of turn), each autocommitted",
             postgres_cpu_us_per_turn_means:
               "CPU time (/proc) of the run's backends (pgbench's connections) and of PostgreSQL's background processes (WAL writer, checkpointer, background writer, autovacuum launcher and workers running at the window's start) over a window inside the run (after connecting, before the end), divided by the turns stored in that window (llm_usage id sequence)",
             postgres_backends_means: "the run's own backends only",

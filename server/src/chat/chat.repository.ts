@@ -185,31 +185,49 @@ export function listMessages(db: Executor, sessionId: string): Promise<MessageRo
 }
 
 const insertUserMessageStatement = prepare<
-  MessageRow,
+  MessageRow & { inserted: boolean },
   'userId' | 'sessionId' | 'content' | 'clientMessageId' | 'metadata'
 >('chat_insert_user_message', (db, p) =>
   db
-    .insertInto('conversations')
-    .values({
-      user_id: p('userId'),
-      session_id: p('sessionId'),
-      role: 'user',
-      content: p('content'),
-      client_message_id: p('clientMessageId'),
-      metadata: p('metadata'),
-    })
-    .onConflict((oc) =>
-      oc
-        .columns(['user_id', 'client_message_id'])
-        .where('client_message_id', 'is not', null)
-        .doNothing(),
+    .with('ins', (db) =>
+      db
+        .insertInto('conversations')
+        .values({
+          user_id: p('userId'),
+          session_id: p('sessionId'),
+          role: 'user',
+          content: p('content'),
+          client_message_id: p('clientMessageId'),
+          metadata: p('metadata'),
+        })
+        .onConflict((oc) =>
+          oc
+            .columns(['user_id', 'client_message_id'])
+            .where('client_message_id', 'is not', null)
+            .doNothing(),
+        )
+        .returning(MESSAGE_COLUMNS),
     )
-    .returning(MESSAGE_COLUMNS),
+    .selectFrom('ins')
+    .select(sql<boolean>`true`.as('inserted'))
+    .select(MESSAGE_COLUMNS)
+    // The session's earlier messages: the main query does not see the CTE's insert.
+    .unionAll((eb) =>
+      eb
+        .selectFrom('conversations')
+        .select(sql<boolean>`false`.as('inserted'))
+        .select(MESSAGE_COLUMNS)
+        .where('session_id', '=', p('sessionId')),
+    )
+    .orderBy('inserted')
+    .orderBy('created_at')
+    .orderBy('id'),
 );
 
 /**
- * Inserts a user message; with a client_message_id that this user already sent, inserts
- * nothing and returns undefined (the unique index decides, across processes too).
+ * Inserts a user message and returns it with the session's earlier messages, in order, in
+ * one statement. With a client_message_id that this user already sent, inserts nothing and
+ * `message` is undefined (the unique index decides, across processes too).
  */
 export async function insertUserMessage(
   db: Executor,
@@ -220,7 +238,7 @@ export async function insertUserMessage(
     client_message_id: string | null;
     metadata: Record<string, unknown>;
   },
-): Promise<MessageRow | undefined> {
+): Promise<{ message: MessageRow | undefined; earlier: MessageRow[] }> {
   const rows = await runPrepared(db, insertUserMessageStatement, {
     userId: values.user_id,
     sessionId: values.session_id,
@@ -228,7 +246,13 @@ export async function insertUserMessage(
     clientMessageId: values.client_message_id,
     metadata: JSON.stringify(values.metadata),
   });
-  return rows[0];
+  let message: MessageRow | undefined;
+  const earlier: MessageRow[] = [];
+  for (const { inserted, ...row } of rows) {
+    if (inserted) message = row;
+    else earlier.push(row);
+  }
+  return { message, earlier };
 }
 
 const insertAnswerStatement = prepare<

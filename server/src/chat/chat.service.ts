@@ -386,30 +386,26 @@ export function createChatService(deps: ChatServiceDeps) {
       if (!current) throw notFound('chat session');
       return asRunningTurn(principal.id, sessionId, token, options.signal, async (signal) => {
         const decision = newDecision ?? (await route(current.agent));
-        // Loaded alongside the insert (one round trip less); the new message is left out.
-        const [stored, userMessage] = await Promise.all([
-          listMessages(db, sessionId),
-          insertUserMessage(db, {
-            user_id: principal.id,
-            session_id: sessionId,
-            content: input.message,
-            client_message_id: input.client_message_id ?? null,
-            metadata: {
-              ...(input.client_message_id ? { client_message_id: input.client_message_id } : {}),
-              agent: decision.agent,
-              ...(options.media
-                ? {
-                    media: {
-                      type: options.media.mediaType,
-                      bytes: options.media.data.byteLength,
-                      name: options.media.name,
-                    },
-                  }
-                : {}),
-            },
-          }),
-        ]);
-        const earlier = userMessage ? stored.filter((r) => r.id !== userMessage.id) : stored;
+        // The earlier messages come back from the same statement as the insert.
+        const { message: userMessage, earlier } = await insertUserMessage(db, {
+          user_id: principal.id,
+          session_id: sessionId,
+          content: input.message,
+          client_message_id: input.client_message_id ?? null,
+          metadata: {
+            ...(input.client_message_id ? { client_message_id: input.client_message_id } : {}),
+            agent: decision.agent,
+            ...(options.media
+              ? {
+                  media: {
+                    type: options.media.mediaType,
+                    bytes: options.media.data.byteLength,
+                    name: options.media.name,
+                  },
+                }
+              : {}),
+          },
+        });
         if (!userMessage) {
           // Lost the race to another process with the same client_message_id.
           const first = await findByClientMessageId(db, principal.id, input.client_message_id!);

@@ -7,7 +7,7 @@
 import type { Department } from '@mezzofy/protocol';
 import type { AuditSource } from '../audit/audit.repository.ts';
 import type { Principal } from '../auth/principal.ts';
-import type { AnsweredBy, LlmResult } from '../llm/llm-call.ts';
+import type { AnsweredBy, LlmCallContext, LlmResult } from '../llm/llm-call.ts';
 import type { ChatMessage } from '../llm/types.ts';
 import type { ArtifactRef } from '../tools/tool.ts';
 
@@ -41,6 +41,8 @@ export interface TurnInput {
   source: AuditSource;
   /** Cancel: aborts the upstream model request; no tool starts after it fires. */
   signal: AbortSignal;
+  /** The usage row of the answer that ends the turn, for its caller to store (LlmCallContext). */
+  deferUsage?: LlmCallContext['deferUsage'];
 }
 
 export type TurnFinish = 'stop' | 'awaiting_approval' | 'step_limit' | 'time_limit' | 'cancelled';

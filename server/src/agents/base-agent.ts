@@ -190,6 +190,7 @@ export function createAgentRunner(deps: AgentRunnerDeps): AgentRunner {
               source: input.source,
               sessionId: input.sessionId,
               signal: turn.signal,
+              ...(input.deferUsage ? { deferUsage: input.deferUsage } : {}),
             },
           );
           for await (const event of stream) {

@@ -3,6 +3,12 @@ import { sql } from 'kysely';
 import type { Executor } from '../db/executor.ts';
 import { cursorShapes, decodeCursor, timeKey } from '../db/pagination.ts';
 import { prepare, runPrepared } from '../db/prepared.ts';
+import {
+  USAGE_COLUMNS,
+  type UsageRow,
+  usageColumns,
+  usageRowsFromJson,
+} from '../llm/usage.repository.ts';
 
 export interface SessionRow {
   id: string;
@@ -257,9 +263,18 @@ export async function insertUserMessage(
 
 const insertAnswerStatement = prepare<
   MessageRow,
-  'userId' | 'sessionId' | 'content' | 'metadata' | 'agent' | 'token'
+  'userId' | 'sessionId' | 'content' | 'metadata' | 'agent' | 'token' | 'usage'
 >('chat_insert_answer_end_turn', (db, p) =>
   db
+    // The turn's last llm_usage rows (deferred by the model call), stored with the answer.
+    .with('usage', (db) =>
+      db
+        .insertInto('llm_usage')
+        .columns(USAGE_COLUMNS)
+        .expression((eb) =>
+          eb.selectFrom(usageRowsFromJson(p('usage')).as('u')).select(USAGE_COLUMNS),
+        ),
+    )
     .with('ended', (db) =>
       db
         .updateTable('chat_sessions')
@@ -294,9 +309,10 @@ const insertAnswerStatement = prepare<
 );
 
 /**
- * Stores a turn's answer and ends the turn in one statement: a data-modifying CTE touches the
- * session (and its agent), and gives the lease back if `token` still holds it, so the session
- * is never left holding a lease its stored answer no longer needs.
+ * Stores a turn's answer and ends the turn in one statement: data-modifying CTEs write the
+ * turn's deferred llm_usage rows and touch the session (and its agent), giving the lease back
+ * if `token` still holds it, so the session is never left holding a lease its stored answer
+ * no longer needs.
  */
 export async function insertAnswerAndEndTurn(
   db: Executor,
@@ -307,8 +323,10 @@ export async function insertAnswerAndEndTurn(
     metadata: Record<string, unknown>;
   },
   end: { agent?: string; token: string },
+  usage: readonly UsageRow[] = [],
 ): Promise<MessageRow> {
   const rows = await runPrepared(db, insertAnswerStatement, {
+    usage: JSON.stringify(usage.map(usageColumns)),
     userId: values.user_id,
     sessionId: values.session_id,
     content: values.content,

@@ -40,6 +40,7 @@ import type { PendingActionRow } from '../db/schema.ts';
 import { AppError, notFound } from '../errors.ts';
 import type { IntentRouter, RouteDecision } from '../gateway/intent-router.ts';
 import type { ChatMessage, ContentPart } from '../llm/types.ts';
+import { insertUsage, type UsageRow } from '../llm/usage.repository.ts';
 import type { Logger } from '../logging/logger.ts';
 import { eventsOf } from '../realtime/turn-events.ts';
 import type { UserEvents } from '../realtime/user-events.ts';
@@ -288,13 +289,28 @@ export function createChatService(deps: ChatServiceDeps) {
     }
   }
 
-  /** Stores the turn's answer, touches the session and gives its lease back: one statement. */
+  /**
+   * Stores the turn's answer with its deferred llm_usage rows, touches the session and gives
+   * its lease back: one statement. If it fails, the usage rows are still written (the model
+   * calls happened and are paid for).
+   */
   async function storeAnswer(
     values: Parameters<typeof insertAnswerAndEndTurn>[1],
     agent: string | undefined,
     token: string,
+    usage: UsageRow[] = [],
   ): Promise<MessageRow> {
-    const row = await insertAnswerAndEndTurn(db, values, { ...(agent ? { agent } : {}), token });
+    const taken = usage.splice(0);
+    let row: MessageRow;
+    try {
+      row = await insertAnswerAndEndTurn(db, values, { ...(agent ? { agent } : {}), token }, taken);
+    } catch (err) {
+      if (taken.length)
+        await insertUsage(db, ...taken).catch((e: unknown) =>
+          log.error({ err: e, sessionId: values.session_id }, 'llm_usage rows not written'),
+        );
+      throw err;
+    }
     released.add(token);
     return row;
   }
@@ -416,6 +432,8 @@ export function createChatService(deps: ChatServiceDeps) {
         }
 
         let collected: CollectedTurn | undefined;
+        // The final answer's usage row, stored with the answer (LlmCallContext.deferUsage).
+        const usage: UsageRow[] = [];
         try {
           const history = await historyFor({
             principal,
@@ -434,18 +452,26 @@ export function createChatService(deps: ChatServiceDeps) {
               message: userMessageOf(input.message, options.media),
               source,
               signal,
+              deferUsage: (row) => usage.push(row),
             }),
             options.onEvent,
           );
           if (interruptedByShutdown(signal, collected)) throw shuttingDown();
         } catch (err) {
           // What ran before the failure (tool calls, parked approvals) stays in the transcript.
-          await storeFailure(principal.id, sessionId, err, token, {
-            reply_to: userMessage.id,
-            agent: decision.agent,
-            routed_by: decision.by,
-            ...(collected ? answerMetadata(collected) : {}),
-          });
+          await storeFailure(
+            principal.id,
+            sessionId,
+            err,
+            token,
+            {
+              reply_to: userMessage.id,
+              agent: decision.agent,
+              routed_by: decision.by,
+              ...(collected ? answerMetadata(collected) : {}),
+            },
+            usage,
+          );
           throw err;
         }
 
@@ -463,6 +489,7 @@ export function createChatService(deps: ChatServiceDeps) {
           },
           decision.agent,
           token,
+          usage,
         );
         return replyOf(sessionId, assistant);
       });
@@ -476,6 +503,7 @@ export function createChatService(deps: ChatServiceDeps) {
     err: unknown,
     token: string,
     metadata: Record<string, unknown>,
+    usage: UsageRow[] = [],
   ): Promise<void> {
     if (!(err instanceof AppError)) log.error({ err, sessionId }, 'chat turn failed');
     await storeAnswer(
@@ -492,6 +520,7 @@ export function createChatService(deps: ChatServiceDeps) {
       },
       typeof metadata.agent === 'string' ? metadata.agent : undefined,
       token,
+      usage,
     );
   }
 
@@ -581,6 +610,7 @@ export function createChatService(deps: ChatServiceDeps) {
         );
         const parked = turnsOf(turnRows.slice(start)).at(-1)?.messages ?? [];
         let collected: CollectedTurn | undefined;
+        const usage: UsageRow[] = [];
         try {
           const history = [
             ...(await historyFor({
@@ -597,19 +627,35 @@ export function createChatService(deps: ChatServiceDeps) {
             throw new AppError('conflict', 'this turn can no longer continue; ask again');
           checkShutdown(signal);
           collected = await collectTurn(
-            agents.run({ principal, agent, sessionId, history, message: results, source, signal }),
+            agents.run({
+              principal,
+              agent,
+              sessionId,
+              history,
+              message: results,
+              source,
+              signal,
+              deferUsage: (r) => usage.push(r),
+            }),
             (event) => {
               for (const body of eventsOf(requestId, event)) publish(body);
             },
           );
           if (interruptedByShutdown(signal, collected)) throw shuttingDown();
         } catch (err) {
-          await storeFailure(principal.id, sessionId, err, token, {
-            continues: row.id,
-            approval_id: action.id,
-            agent,
-            ...(collected ? answerMetadata(collected) : {}),
-          });
+          await storeFailure(
+            principal.id,
+            sessionId,
+            err,
+            token,
+            {
+              continues: row.id,
+              approval_id: action.id,
+              agent,
+              ...(collected ? answerMetadata(collected) : {}),
+            },
+            usage,
+          );
           publishError(err);
           return;
         }
@@ -628,6 +674,7 @@ export function createChatService(deps: ChatServiceDeps) {
           },
           agent,
           token,
+          usage,
         );
         publish({ type: 'message.end', request_id: requestId, ...replyOf(sessionId, assistant) });
       });

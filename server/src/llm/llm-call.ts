@@ -6,6 +6,7 @@ import type { Department } from '@mezzofy/protocol';
 import type { AuditSource } from '../audit/audit.repository.ts';
 import type { AttemptSummary } from './llm-errors.ts';
 import type { ChatRequest, StreamEvent } from './types.ts';
+import type { UsageRow } from './usage.repository.ts';
 
 export type FallbackReason =
   | 'rate_limited'
@@ -31,6 +32,14 @@ export interface LlmCallContext {
   sessionId?: string | null;
   /** Aborting cancels the upstream request; the call then rejects with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * An answer that ends the turn (no tool calls) hands its llm_usage row here instead of
+   * writing it, and the caller stores it in the statement that stores the answer: one
+   * statement less per chat turn, and no wider window for losing the row than writing it
+   * first. Failed and tool-calling attempts are written as they happen, and so is every
+   * attempt while the department has a budget (its alerts read the row at once).
+   */
+  deferUsage?: (row: UsageRow) => void;
 }
 
 export interface AnsweredBy {

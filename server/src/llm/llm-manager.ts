@@ -44,7 +44,7 @@ import {
   type ProviderErrorKind,
   type StreamEvent,
 } from './types.ts';
-import { insertUsage, type UsageStatus } from './usage.repository.ts';
+import { insertUsage, type UsageRow, type UsageStatus } from './usage.repository.ts';
 
 export type {
   AnsweredBy,
@@ -105,7 +105,7 @@ export function createLlmManager(deps: LlmManagerDeps) {
     return config.models[purpose].filter(usable);
   }
 
-  async function record(row: Parameters<typeof insertUsage>[1]) {
+  async function record(row: UsageRow) {
     try {
       await insertUsage(database.db, row);
     } catch (err) {
@@ -144,30 +144,31 @@ export function createLlmManager(deps: LlmManagerDeps) {
     let iterator: AsyncIterator<StreamEvent> | undefined;
 
     const cost = () => costUsd(priceOf(config, ref), { inputTokens, outputTokens });
+    const rowOf = (status: UsageStatus, err?: ProviderError): UsageRow => ({
+      provider: ref.provider,
+      model: ref.model,
+      purpose: a.purpose,
+      department: ctx.department,
+      userId: ctx.userId,
+      source: ctx.source,
+      sessionId: ctx.sessionId ?? null,
+      callId: a.callId,
+      attempt: a.attempt,
+      status,
+      errorKind: err?.kind ?? null,
+      errorMessage: err?.message ?? null,
+      fallbackReason: a.fallbackReason,
+      inputTokens: sawUsage ? inputTokens : status === 'ok' ? 0 : null,
+      outputTokens: sawUsage ? outputTokens : status === 'ok' ? 0 : null,
+      costUsd: usdText(cost()),
+      latencyMs: performance.now() - started,
+      ttfbMs: ttfb,
+      createdAt,
+    });
     const write = async (status: UsageStatus, err?: ProviderError) => {
       if (recorded) return;
       recorded = true;
-      await record({
-        provider: ref.provider,
-        model: ref.model,
-        purpose: a.purpose,
-        department: ctx.department,
-        userId: ctx.userId,
-        source: ctx.source,
-        sessionId: ctx.sessionId ?? null,
-        callId: a.callId,
-        attempt: a.attempt,
-        status,
-        errorKind: err?.kind ?? null,
-        errorMessage: err?.message ?? null,
-        fallbackReason: a.fallbackReason,
-        inputTokens: sawUsage ? inputTokens : status === 'ok' ? 0 : null,
-        outputTokens: sawUsage ? outputTokens : status === 'ok' ? 0 : null,
-        costUsd: usdText(cost()),
-        latencyMs: performance.now() - started,
-        ttfbMs: ttfb,
-        createdAt,
-      });
+      await record(rowOf(status, err));
     };
     const track = (event: StreamEvent) => {
       if (event.type === 'usage') {
@@ -233,7 +234,14 @@ export function createLlmManager(deps: LlmManagerDeps) {
           throw turnFailed(config, ref, err, a.callId);
         }
       }
-      await write('ok');
+      if (
+        ctx.deferUsage &&
+        finish !== 'tool-calls' &&
+        !config.budgets.departments[ctx.department]
+      ) {
+        recorded = true;
+        ctx.deferUsage(rowOf('ok'));
+      } else await write('ok');
       a.attempts.push({ ...ref, outcome: 'ok' });
       return {
         ok: true,

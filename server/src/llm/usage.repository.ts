@@ -34,59 +34,93 @@ export interface UsageRow {
   createdAt: Date;
 }
 
-type UsageParam =
-  | 'provider'
-  | 'model'
-  | 'purpose'
-  | 'department'
-  | 'userId'
-  | 'source'
-  | 'sessionId'
-  | 'callId'
-  | 'attempt'
-  | 'status'
-  | 'errorKind'
-  | 'errorMessage'
-  | 'fallbackReason'
-  | 'inputTokens'
-  | 'outputTokens'
-  | 'costUsd'
-  | 'latencyMs'
-  | 'ttfbMs'
-  | 'createdAt';
+/** An llm_usage row by column name, as stored (text cut, times rounded). */
+export interface UsageColumns {
+  provider: string;
+  model: string;
+  purpose: string;
+  department: string | null;
+  user_id: string | null;
+  source: string;
+  session_id: string | null;
+  call_id: string;
+  attempt: number;
+  status: UsageStatus;
+  error_kind: string | null;
+  error_message: string | null;
+  fallback_reason: string | null;
+  input_tokens: number | null;
+  output_tokens: number | null;
+  cost_usd: string;
+  latency_ms: number;
+  ttfb_ms: number | null;
+  created_at: Date;
+}
 
-const insertUsageStatement = prepare<never, UsageParam>('llm_insert_usage', (db, p) =>
-  db.insertInto('llm_usage').values({
-    provider: p('provider'),
-    model: p('model'),
-    purpose: p('purpose'),
-    department: p('department'),
-    user_id: p('userId'),
-    source: p('source'),
-    session_id: p('sessionId'),
-    call_id: p('callId'),
-    attempt: p<number>('attempt'),
-    status: p('status'),
-    error_kind: p('errorKind'),
-    error_message: p('errorMessage'),
-    fallback_reason: p('fallbackReason'),
-    input_tokens: p<number | null>('inputTokens'),
-    output_tokens: p<number | null>('outputTokens'),
-    cost_usd: p('costUsd'),
-    latency_ms: p<number>('latencyMs'),
-    ttfb_ms: p<number | null>('ttfbMs'),
-    created_at: p<Date>('createdAt'),
-  }),
+export function usageColumns(row: UsageRow): UsageColumns {
+  return {
+    provider: row.provider,
+    model: row.model,
+    purpose: row.purpose,
+    department: row.department,
+    user_id: row.userId,
+    source: row.source,
+    session_id: row.sessionId,
+    call_id: row.callId,
+    attempt: row.attempt,
+    status: row.status,
+    error_kind: row.errorKind,
+    error_message: row.errorMessage?.slice(0, 1000) ?? null,
+    fallback_reason: row.fallbackReason,
+    input_tokens: row.inputTokens,
+    output_tokens: row.outputTokens,
+    cost_usd: row.costUsd,
+    latency_ms: Math.round(row.latencyMs),
+    ttfb_ms: row.ttfbMs === null ? null : Math.round(row.ttfbMs),
+    created_at: row.createdAt,
+  };
+}
+
+export const USAGE_COLUMNS = [
+  'provider',
+  'model',
+  'purpose',
+  'department',
+  'user_id',
+  'source',
+  'session_id',
+  'call_id',
+  'attempt',
+  'status',
+  'error_kind',
+  'error_message',
+  'fallback_reason',
+  'input_tokens',
+  'output_tokens',
+  'cost_usd',
+  'latency_ms',
+  'ttfb_ms',
+  'created_at',
+] as const satisfies readonly (keyof UsageColumns)[];
+
+/**
+ * Rows given as one JSON array parameter (`[UsageColumns, ...]`), so a statement inserts any
+ * number of them: used to store a turn's last usage row with its answer.
+ */
+export const usageRowsFromJson = (json: unknown) =>
+  sql<UsageColumns>`jsonb_populate_recordset(null::llm_usage, ${json}::jsonb)`;
+
+const insertUsageStatement = prepare<never, 'rows'>('llm_insert_usage', (db, p) =>
+  db
+    .insertInto('llm_usage')
+    .columns(USAGE_COLUMNS)
+    .expression((eb) => eb.selectFrom(usageRowsFromJson(p('rows')).as('u')).select(USAGE_COLUMNS)),
 );
 
-/** One model call attempt (every model call writes one, on the hot path of a chat turn). */
-export async function insertUsage(db: Executor, row: UsageRow): Promise<void> {
-  await runPrepared(db, insertUsageStatement, {
-    ...row,
-    errorMessage: row.errorMessage?.slice(0, 1000) ?? null,
-    latencyMs: Math.round(row.latencyMs),
-    ttfbMs: row.ttfbMs === null ? null : Math.round(row.ttfbMs),
-  });
+/** Model call attempts (every model call writes one, on the hot path of a chat turn). */
+export async function insertUsage(db: Executor, ...rows: UsageRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  await runPrepared(db, insertUsageStatement, { rows: JSON.stringify(rows.map(usageColumns)) });
 }
 
 /** Start of the month containing `now`, in `tz`, as a timestamptz expression. */

@@ -10,11 +10,13 @@
  *                           no longer holds s; whoever holds s now numbers and sends it
  *   cancel { s, r }         cancel turn r of stream s, wherever it runs
  *
- * The holder publishes `state` before any later event of the stream, and Redis delivers one
- * publisher's messages in order, so the claimant adopts the stream before its events arrive.
- * A claim nobody answers within the timeout (the holder is gone, or the stream expired)
- * resolves to nothing: the client gets a new stream. Without Redis there is one process and
- * nothing to claim.
+ * Redis hands every subscriber the messages in one order (it dispatches each PUBLISH to all
+ * subscribers before the next), across channels too. The holder took into its stream what came
+ * before the claim; the claimant keeps what comes after its own claim (relayed events and user
+ * events, `seen`) until the state arrives (`adopt`), then applies it: nothing is lost or
+ * delivered twice, whichever process produced it. A claim nobody answers within the timeout
+ * (the holder is gone, or the stream expired) resolves to nothing: the client gets a new
+ * stream. Without Redis there is one process and nothing to claim.
  */
 import { randomUUID } from 'node:crypto';
 import type { WsServerEvent, WsServerEventBody } from '@mezzofy/protocol';
@@ -47,11 +49,15 @@ export interface StreamHandoff {
   /** False without Redis: every stream is on this process. */
   readonly enabled: boolean;
   /**
-   * Asks the process holding the stream for it. `adopt` runs synchronously when its state
-   * arrives (before any event relayed after it); resolves true then, false on refusal or
-   * when nobody answered within the timeout.
+   * Asks the process holding the stream for it. `seen` runs when the claim comes back on the
+   * channel (from then on, events of the stream are the claimant's to keep); `adopt` runs
+   * synchronously when the state arrives. Resolves true then, false on refusal or when nobody
+   * answered within the timeout.
    */
-  claim(claim: Claim, adopt: (state: StreamState) => void): Promise<boolean>;
+  claim(
+    claim: Claim,
+    hooks: { seen: () => void; adopt: (state: StreamState) => void },
+  ): Promise<boolean>;
   /**
    * This process's answer to a claim: the state (and the stream is given up), null to refuse
    * (it holds the stream but cannot resume from there), undefined when it does not hold it.
@@ -71,7 +77,10 @@ export async function createStreamHandoff(
   timeoutMs: number,
 ): Promise<StreamHandoff> {
   const enabled = pubsub.kind === 'redis';
-  const pending = new Map<string, (state: StreamState | null) => void>();
+  const pending = new Map<
+    string,
+    { seen: () => void; settle: (state: StreamState | null) => void }
+  >();
   let claimHandler: (claim: Claim) => StreamState | null | undefined = () => undefined;
   let relayHandler: (streamId: string, body: WsServerEventBody) => void = () => {};
   let cancelHandler: (streamId: string, requestId: string) => void = () => {};
@@ -93,8 +102,9 @@ export async function createStreamHandoff(
       try {
         switch (message.t) {
           case 'claim': {
-            // Our own claim comes back to us too; we do not hold that stream.
-            if (pending.has(message.c)) return;
+            // Our own claim comes back to us too: what follows is ours to keep.
+            const own = pending.get(message.c);
+            if (own) return own.seen();
             const state = claimHandler({
               streamId: message.s,
               userId: message.u,
@@ -110,8 +120,7 @@ export async function createStreamHandoff(
             return;
           }
           case 'state': {
-            const resolve = pending.get(message.c);
-            if (resolve) resolve(message.ok && message.st ? message.st : null);
+            pending.get(message.c)?.settle(message.ok && message.st ? message.st : null);
             return;
           }
           case 'event':
@@ -129,7 +138,7 @@ export async function createStreamHandoff(
 
   return {
     enabled,
-    claim(claim, adopt) {
+    claim(claim, hooks) {
       if (!enabled) return Promise.resolve(false);
       const id = randomUUID();
       return new Promise<boolean>((resolve) => {
@@ -137,11 +146,14 @@ export async function createStreamHandoff(
           pending.delete(id);
           resolve(false);
         }, timeoutMs);
-        pending.set(id, (state) => {
-          clearTimeout(timer);
-          pending.delete(id);
-          if (state) adopt(state);
-          resolve(state !== null);
+        pending.set(id, {
+          seen: hooks.seen,
+          settle: (state) => {
+            clearTimeout(timer);
+            pending.delete(id);
+            if (state) hooks.adopt(state);
+            resolve(state !== null);
+          },
         });
         void publish({ t: 'claim', c: id, s: claim.streamId, u: claim.userId, n: claim.lastSeq });
       });

@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PROTOCOL_VERSION, type WsServerEvent } from '@mezzofy/protocol';
 import { UnsecuredJWT } from 'jose';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { WebSocket } from 'ws';
 import type { AgentEvent } from '../agents/agent.ts';
 import type { Principal } from '../auth/principal.ts';
@@ -356,6 +356,104 @@ describe('ws gateway: a stream handed over to the process the client reconnects 
     );
     expect(performance.now() - started).toBeLessThan(HANDOFF_MS);
     expect(readyOf(second).resumed).toBe(false);
+    a.gw.closeAll();
+    b.gw.closeAll();
+  });
+
+  it('loses and doubles nothing while a streaming turn is handed A → B → A → C', async () => {
+    const pubsub = bus();
+    const TOTAL = 400;
+    let finished = false;
+    const turn: Parameters<typeof gateway>[0] = async (emit, released) => {
+      for (let i = 0; i < TOTAL; i++) {
+        emit({ type: 'text-delta', text: `${i} ` });
+        await sleep(1);
+      }
+      finished = true;
+      await released;
+    };
+    const make = async () =>
+      gateway(turn, {}, { streamHandoff: await createStreamHandoff(pubsub, log, HANDOFF_MS) });
+    const a = await make();
+    const b = await make();
+    const c = await make();
+    const first = await connect(a.gw);
+    const id = readyOf(first).connection_id;
+    first.frame({ type: 'chat.send', request_id: 'r', message: 'count' });
+    await sleep(5);
+    const sockets = [first];
+    for (const next of [b, a, c]) {
+      const last = sockets.at(-1)!;
+      const lastSeen = last.sent.at(-1)!.seq;
+      last.close(1006, 'gone');
+      const socket = new FakeSocket();
+      next.gw.accept(socket as unknown as WebSocket, '127.0.0.1', null);
+      socket.frame({
+        type: 'hello',
+        token: tokenFor(3600),
+        protocol_version: PROTOCOL_VERSION,
+        resume: { connection_id: id, last_seq: lastSeen },
+      });
+      await vi.waitFor(() => expect(readyOf(socket)?.resumed).toBe(true), { interval: 2 });
+      expect(socket.sent[0]!.seq).toBe(lastSeen + 1);
+      sockets.push(socket);
+      await sleep(20);
+    }
+    expect(finished).toBe(false); // the hand-overs happened while the turn streamed
+    await vi.waitFor(() => expect(finished).toBe(true), { timeout: 5_000 });
+    a.release();
+    await vi.waitFor(() => expect(sockets.at(-1)!.sent.at(-1)?.type).toBe('message.end'));
+    // Each socket took over where the previous one stopped: one numbering, no gap, no repeat.
+    const events = sockets.flatMap((socket) => socket.sent);
+    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+    const text = events
+      .filter((e) => e.type === 'text.delta')
+      .map((e) => (e as { text: string }).text)
+      .join('');
+    expect(text).toBe(Array.from({ length: TOTAL }, (_, i) => `${i} `).join(''));
+    for (const g of [a, b, c]) g.gw.closeAll();
+  });
+
+  it('a turn started after the stream came back stays cancellable once it moves again', async () => {
+    const pubsub = bus();
+    const chatOn = async () =>
+      gateway(
+        async (_emit, _released, signal) => {
+          await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()));
+        },
+        {},
+        { streamHandoff: await createStreamHandoff(pubsub, log, HANDOFF_MS) },
+      );
+    const a = await chatOn();
+    const b = await chatOn();
+    const move = async (from: FakeSocket, to: typeof a, id: string) => {
+      const lastSeen = from.sent.at(-1)!.seq;
+      from.close(1006, 'gone');
+      const socket = await connect(
+        to.gw,
+        tokenFor(3600),
+        { resume: { connection_id: id, last_seq: lastSeen } },
+        50,
+      );
+      expect(readyOf(socket).resumed).toBe(true);
+      return socket;
+    };
+    let socket = await connect(a.gw);
+    const id = readyOf(socket).connection_id;
+    socket.frame({ type: 'chat.send', request_id: 'r1', message: 'one' });
+    await sleep(10);
+    socket = await move(socket, b, id);
+    socket = await move(socket, a, id);
+    socket.frame({ type: 'chat.send', request_id: 'r2', message: 'two' });
+    await sleep(10);
+    socket = await move(socket, b, id);
+    // r1 runs on A's first handed-over copy of the stream, r2 on its second.
+    for (const r of ['r1', 'r2']) {
+      socket.frame({ type: 'chat.cancel', request_id: r });
+      await vi.waitFor(() =>
+        expect(socket.sent.some((e) => e.type === 'message.end' && e.request_id === r)).toBe(true),
+      );
+    }
     a.gw.closeAll();
     b.gw.closeAll();
   });

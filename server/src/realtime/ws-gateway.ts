@@ -109,8 +109,13 @@ export function createWsGateway(deps: GatewayDeps) {
   const cfg = deps.config.realtime;
   const connections = new Set<Connection>();
   const streams = new Map<string, Stream>();
-  /** Streams handed to another process whose turns still run here. */
-  const moved = new Map<string, Stream>();
+  /**
+   * Streams handed to another process whose turns still run here, by id (a stream handed
+   * away, back and away again leaves one copy per hand-over).
+   */
+  const moved = new Map<string, Set<Stream>>();
+  /** Streams this process claimed and awaits: what arrives for them meanwhile, in order. */
+  const adopting = new Map<string, { userId: string; events: WsServerEventBody[] }>();
   const owners = new WeakMap<WebSocket, Connection>();
   const handoff = deps.streamHandoff;
 
@@ -121,6 +126,8 @@ export function createWsGateway(deps: GatewayDeps) {
   // here, attached or kept for a resume.
   deps.userEvents.onEvent((userId, body) => {
     for (const stream of streams.values()) if (stream.userId === userId) emitTo(stream, body);
+    for (const pending of adopting.values())
+      if (pending.userId === userId) pending.events.push(body);
   });
 
   /** Can a client that saw events up to `lastSeq` resume this stream? */
@@ -134,38 +141,55 @@ export function createWsGateway(deps: GatewayDeps) {
     const stream = streams.get(claim.streamId);
     if (!stream || stream.userId !== claim.userId) return undefined;
     // Nothing kept, nothing to hand over (and detaching would drop the stream).
-    if (cfg.resume_buffer_events === 0 || !resumable(stream, claim.lastSeq)) return null;
-    // A socket still attached here (half-open) loses it; its unsent events are numbered.
+    if (cfg.resume_buffer_events === 0) return null;
+    // A socket still attached here (half-open: its client is on another process now) loses
+    // it; its unsent events are numbered and kept (detach) before the check below.
     if (stream.socket)
       owners.get(stream.socket)?.close(WS_CLOSE.normal, 'resumed on another connection');
+    if (!resumable(stream, claim.lastSeq)) return null;
     if (stream.expiry) clearTimeout(stream.expiry);
     stream.expiry = null;
-    flush(stream);
     streams.delete(stream.id);
     stream.moved = true;
-    if (stream.turns.size > 0) moved.set(stream.id, stream);
+    if (stream.turns.size > 0) {
+      const copies = moved.get(stream.id) ?? new Set<Stream>();
+      copies.add(stream);
+      moved.set(stream.id, copies);
+    }
     const turns = [
       ...[...stream.turns].map(([request_id, t]) => ({ request_id, session_id: t.sessionId })),
       ...[...stream.remoteTurns].map(([request_id, session_id]) => ({ request_id, session_id })),
     ].map((t) => (t.session_id ? t : { request_id: t.request_id }));
     return { seq: stream.seq, kept: stream.kept, turns };
   });
-  handoff.onRelay((streamId, body) => {
-    const stream = streams.get(streamId);
-    if (!stream) return;
+  /** An event of a turn running on another process, for a stream held here. */
+  function applyRelayed(stream: Stream, body: WsServerEventBody) {
     if ((body.type === 'message.end' || body.type === 'error') && body.request_id)
       stream.remoteTurns.delete(body.request_id);
     emitTo(stream, body);
+  }
+  handoff.onRelay((streamId, body) => {
+    const stream = streams.get(streamId);
+    if (stream) applyRelayed(stream, body);
+    else adopting.get(streamId)?.events.push(body);
   });
   handoff.onCancel((streamId, requestId) => {
-    const stream = moved.get(streamId) ?? streams.get(streamId);
-    stream?.turns.get(requestId)?.controller.abort(new Error('cancelled by the user'));
+    const copies = [...(moved.get(streamId) ?? []), streams.get(streamId)];
+    for (const stream of copies)
+      stream?.turns.get(requestId)?.controller.abort(new Error('cancelled by the user'));
   });
+  function forgetMoved(stream: Stream) {
+    const copies = moved.get(stream.id);
+    copies?.delete(stream);
+    if (copies?.size === 0) moved.delete(stream.id);
+  }
 
   function dropStream(stream: Stream) {
     if (stream.expiry) clearTimeout(stream.expiry);
     streams.delete(stream.id);
     for (const turn of stream.turns.values()) turn.controller.abort(new Error('client gone'));
+    // Turns started before the stream was handed over here: gone with it, like its own.
+    for (const requestId of stream.remoteTurns.keys()) handoff.cancel(stream.id, requestId);
   }
 
   /** The socket went away: keep the stream for a resume, or drop it. */
@@ -370,19 +394,31 @@ export function createWsGateway(deps: GatewayDeps) {
       let stream: Stream | undefined;
       let resumed = false;
       const resume = msg.resume;
+      // Reached by shutdown and user-state checks from here on, even while a claim waits.
+      connections.add(this);
       if (resume && !streams.has(resume.connection_id) && handoff.enabled) {
         // Held by another process, perhaps: ask for it. Adopted (detached, expiring) the
-        // moment its state arrives, so events relayed right after it are kept for us.
+        // moment its state arrives, with what arrived for it after the claim (seen).
+        const id = resume.connection_id;
         await handoff.claim(
-          { streamId: resume.connection_id, userId: principal.id, lastSeq: resume.last_seq },
-          (state) => {
-            if (streams.has(resume.connection_id)) return;
-            const adopted = newStream(resume.connection_id, principal.id, state.seq, state.kept);
-            for (const t of state.turns) adopted.remoteTurns.set(t.request_id, t.session_id);
-            streams.set(adopted.id, adopted);
-            detach(adopted);
+          { streamId: id, userId: principal.id, lastSeq: resume.last_seq },
+          {
+            seen: () => {
+              if (!streams.has(id)) adopting.set(id, { userId: principal.id, events: [] });
+            },
+            adopt: (state) => {
+              const pending = adopting.get(id);
+              adopting.delete(id);
+              if (streams.has(id)) return;
+              const adopted = newStream(id, principal.id, state.seq, state.kept);
+              for (const t of state.turns) adopted.remoteTurns.set(t.request_id, t.session_id);
+              streams.set(adopted.id, adopted);
+              detach(adopted);
+              for (const body of pending?.events ?? []) applyRelayed(adopted, body);
+            },
           },
         );
+        adopting.delete(id);
         if (this.closed) return;
       }
       const wanted = resume ? streams.get(resume.connection_id) : undefined;
@@ -404,7 +440,6 @@ export function createWsGateway(deps: GatewayDeps) {
       streams.set(stream.id, stream);
       stream.socket = this.socket;
       this.stream = stream;
-      connections.add(this);
       owners.set(this.socket, this);
 
       if (resumed && msg.resume) {
@@ -560,7 +595,7 @@ export function createWsGateway(deps: GatewayDeps) {
         )
         .finally(() => {
           stream.turns.delete(requestId);
-          if (stream.moved && stream.turns.size === 0) moved.delete(stream.id);
+          if (stream.moved && stream.turns.size === 0) forgetMoved(stream);
         });
     }
 
@@ -574,8 +609,11 @@ export function createWsGateway(deps: GatewayDeps) {
           return;
         }
         if (stream.remoteTurns.has(msg.request_id)) {
-          // Started before the stream was handed over here: it runs on the process it started on.
+          // Started before the stream was handed over here: it runs on the process it started
+          // on. Its session's lease names the running turn too (chat.cancel), when known.
           handoff.cancel(stream.id, msg.request_id);
+          const sessionId = stream.remoteTurns.get(msg.request_id);
+          if (sessionId) await chat.cancel(this.principal!, sessionId).catch(() => undefined);
           return;
         }
       }
@@ -666,8 +704,10 @@ export function createWsGateway(deps: GatewayDeps) {
     /** Closes every socket (server shutdown) and drops kept streams. */
     closeAll(code: number = WS_CLOSE.going_away, reason = 'server is shutting down') {
       for (const conn of [...connections]) conn.close(code, reason);
-      for (const stream of [...streams.values(), ...moved.values()]) dropStream(stream);
+      for (const stream of streams.values()) dropStream(stream);
+      for (const copies of moved.values()) for (const stream of copies) dropStream(stream);
       moved.clear();
+      adopting.clear();
     },
     /** Sockets past hello on this process. */
     size: () => connections.size,

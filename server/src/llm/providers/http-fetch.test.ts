@@ -4,7 +4,7 @@
  */
 import { once } from 'node:events';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createHttpFetch } from './http-fetch.ts';
@@ -80,6 +80,15 @@ beforeAll(async () => {
           res.end();
         };
         more();
+        return;
+      }
+      case '/gzip-hang': {
+        res.writeHead(200, { 'content-encoding': 'gzip' });
+        const gzip = zlib.createGzip();
+        gzip.pipe(res);
+        gzip.write('data: first\n\n');
+        gzip.flush();
+        held.push(res);
         return;
       }
       case '/cut':
@@ -211,6 +220,55 @@ describe('createHttpFetch', () => {
     expect(new TextDecoder().decode(first.value)).toBe('data: first\n\n');
     controller.abort();
     await expect(reader.read()).rejects.toMatchObject({ name: 'AbortError' });
+  });
+
+  it('cancelling a compressed body frees the connection (the server sees it close)', async () => {
+    const res = await fetch(`${base}/gzip-hang`);
+    const reader = res.body!.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toBe('data: first\n\n');
+    const serverSide = held.at(-1)!;
+    const closed = once(serverSide, 'close');
+    await reader.cancel();
+    await closed;
+  });
+
+  it('takes the method in any case; a lower-case head has no body', async () => {
+    const head = await fetch(`${base}/json`, { method: 'head' });
+    expect(head.body).toBeNull();
+    expect(seen.at(-1)!.method).toBe('HEAD');
+  });
+
+  it('rejects (never throws) on a URL it cannot parse', async () => {
+    const pending = fetch('not a url');
+    expect(pending).toBeInstanceOf(Promise);
+    await expect(pending).rejects.toThrow();
+  });
+
+  it('sends again, once, a request whose reused keep-alive socket the server had closed', async () => {
+    // A server that answers the first request of each connection with keep-alive and drops
+    // the connection when a second one arrives on it (an idle-timeout race, made certain).
+    let connections = 0;
+    const raw = net.createServer((socket) => {
+      connections += 1;
+      let requests = 0;
+      socket.on('data', (chunk) => {
+        if (!String(chunk).includes('\r\n\r\n')) return;
+        requests += 1;
+        if (requests > 1) return socket.destroy();
+        socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok');
+      });
+    });
+    raw.listen(0, '127.0.0.1');
+    await once(raw, 'listening');
+    const url = `http://127.0.0.1:${(raw.address() as AddressInfo).port}/`;
+    try {
+      const own = createHttpFetch();
+      expect(await (await own(url, { method: 'POST', body: 'a' })).text()).toBe('ok');
+      expect(await (await own(url, { method: 'POST', body: 'b' })).text()).toBe('ok');
+      expect(connections).toBe(2);
+    } finally {
+      raw.close();
+    }
   });
 
   it('refuses at once with an already aborted signal', async () => {

@@ -64,7 +64,7 @@ const DECODED = /^(gzip|x-gzip|deflate|br)$/i;
  * Readable.toWeb. The source pauses while the reader is HIGH_WATER chunks behind.
  */
 const HIGH_WATER = 16;
-function webStream(readable: Readable): ReadableStream<Uint8Array> {
+function webStream(readable: Readable, source: Readable): ReadableStream<Uint8Array> {
   let done = false;
   return new ReadableStream<Uint8Array>(
     {
@@ -96,7 +96,10 @@ function webStream(readable: Readable): ReadableStream<Uint8Array> {
       },
       cancel(reason) {
         done = true;
-        readable.destroy(reason instanceof Error ? reason : undefined);
+        const err = reason instanceof Error ? reason : undefined;
+        readable.destroy(err);
+        // The response itself too (under a decoder): frees the socket, tells the server.
+        if (source !== readable) source.destroy(err);
       },
     },
     { highWaterMark: HIGH_WATER },
@@ -129,26 +132,24 @@ export function createHttpFetch(options: HttpFetchOptions = {}): typeof globalTh
   };
   const agents = { 'http:': new http.Agent(agentOptions), 'https:': new https.Agent(agentOptions) };
 
-  const httpFetch = (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
-    if (input instanceof Request) return fallback(input, init);
-    const url = input instanceof URL ? input : new URL(input);
-    const body = bodyOf(init.body);
-    if ((url.protocol !== 'http:' && url.protocol !== 'https:') || body === undefined) {
-      return fallback(input, init);
-    }
+  /**
+   * One attempt. A request on a reused keep-alive socket that the server had just closed as
+   * idle fails before any response (ECONNRESET); the server did not take it, so it is sent
+   * once more on a fresh socket (`retried`), as Node's own guidance and browsers do.
+   */
+  const send = (
+    url: URL,
+    init: RequestInit,
+    method: string,
+    headers: Record<string, string>,
+    body: Body | null,
+    retried: boolean,
+  ): Promise<Response> => {
     const signal = init.signal ?? undefined;
-    if (signal?.aborted) return Promise.reject(abortError(signal));
-
-    const headers: Record<string, string> = {};
-    new Headers(init.headers).forEach((value, name) => {
-      headers[name] = value;
-    });
-    if (body !== null) headers['content-length'] = String(Buffer.byteLength(body));
-
     const transport = url.protocol === 'https:' ? https : http;
     return new Promise<Response>((resolve, reject) => {
       const req = transport.request(url, {
-        method: init.method ?? 'GET',
+        method,
         headers,
         agent: agents[url.protocol as 'http:' | 'https:'],
       });
@@ -163,20 +164,28 @@ export function createHttpFetch(options: HttpFetchOptions = {}): typeof globalTh
       signal?.addEventListener('abort', onAbort, { once: true });
       const done = () => signal?.removeEventListener('abort', onAbort);
 
-      req.on('error', (err) => {
+      req.on('error', (err: NodeJS.ErrnoException) => {
         done();
-        reject(err);
+        if (
+          !response &&
+          !retried &&
+          req.reusedSocket &&
+          err.code === 'ECONNRESET' &&
+          !signal?.aborted
+        )
+          resolve(send(url, init, method, headers, body, true));
+        else reject(err);
       });
       req.on('response', (res) => {
         response = res;
         res.on('close', done);
-        const nullBody = NULL_BODY_STATUS.has(res.statusCode ?? 0) || init.method === 'HEAD';
+        const nullBody = NULL_BODY_STATUS.has(res.statusCode ?? 0) || method === 'HEAD';
         try {
           const headers = responseHeaders(res, !nullBody);
           if (nullBody) res.resume();
           const stream = nullBody ? null : decoded(res);
           resolve(
-            new Response(stream ? webStream(stream) : null, {
+            new Response(stream ? webStream(stream, res) : null, {
               status: res.statusCode ?? 500,
               statusText: res.statusMessage ?? '',
               headers,
@@ -190,6 +199,28 @@ export function createHttpFetch(options: HttpFetchOptions = {}): typeof globalTh
       });
       req.end(body ?? undefined);
     });
+  };
+
+  const httpFetch = async (
+    input: string | URL | Request,
+    init: RequestInit = {},
+  ): Promise<Response> => {
+    if (input instanceof Request) return fallback(input, init);
+    const url = input instanceof URL ? input : new URL(input);
+    const body = bodyOf(init.body);
+    if ((url.protocol !== 'http:' && url.protocol !== 'https:') || body === undefined) {
+      return fallback(input, init);
+    }
+    const signal = init.signal ?? undefined;
+    if (signal?.aborted) throw abortError(signal);
+
+    const headers: Record<string, string> = {};
+    new Headers(init.headers).forEach((value, name) => {
+      headers[name] = value;
+    });
+    if (body !== null) headers['content-length'] = String(Buffer.byteLength(body));
+
+    return send(url, init, (init.method ?? 'GET').toUpperCase(), headers, body, false);
   };
   return httpFetch as typeof globalThis.fetch;
 }

@@ -61,6 +61,31 @@ describe('prepare', () => {
     expect(insertSession.slots).toEqual([{ key: 'userId' }, { key: 'title' }, { value: 'sales' }]);
   });
 
+  it('refuses a parameter used as SQL text (it would end up in the statement)', () => {
+    expect(() =>
+      prepare<{ id: string }, 'column'>('test_param_as_text', (db, p) =>
+        db.selectFrom('users').select(sql.ref<string>(p('column')).as('id')),
+      ),
+    ).toThrow(/a parameter is used as SQL text/);
+  });
+
+  it('refuses * (a column added by a migration would change what it returns)', () => {
+    expect(() => prepare('test_star', (db) => db.selectFrom('chat_sessions').selectAll())).toThrow(
+      /list the columns/,
+    );
+    expect(() =>
+      prepare('test_star_returning', (db) =>
+        db.updateTable('chat_sessions').set({ title: 'x' }).returningAll(),
+      ),
+    ).toThrow(/list the columns/);
+    // Multiplication is not a star column.
+    expect(() =>
+      prepare('test_times', (db) =>
+        db.selectFrom('llm_usage').select(sql<number>`input_tokens * 2`.as('double')),
+      ),
+    ).not.toThrow();
+  });
+
   it('refuses a name defined twice', () => {
     expect(() => prepare('test_sessions_of', (db) => db.selectFrom('users').select('id'))).toThrow(
       /defined twice/,
@@ -106,6 +131,28 @@ describe('runPrepared', () => {
       expect(Object.keys(rows[0]!)).toEqual(['id', 'title', 'agent']);
     } finally {
       await sql`alter table chat_sessions drop column prepared_test_extra`.execute(database.db);
+    }
+  });
+});
+
+describe('a migration under running statements', () => {
+  it('changing the type of a returned column: the next run still answers', async () => {
+    const titles = prepare<{ title: string | null }, 'userId'>('test_titles', (db, p) =>
+      db.selectFrom('chat_sessions').select('title').where('user_id', '=', p('userId')),
+    );
+    // One connection, so the run after the change is on the connection that cached the plan.
+    const single =
+      testEngine() === 'postgres'
+        ? await createDatabase({ url: testDb.url!, schema: testDb.schema!, poolMax: 1 })
+        : undefined;
+    const on = single?.db ?? database.db;
+    try {
+      const before = await runPrepared(on, titles, { userId });
+      await sql`alter table chat_sessions alter column title type varchar(500)`.execute(on);
+      expect(await runPrepared(on, titles, { userId })).toEqual(before);
+    } finally {
+      await sql`alter table chat_sessions alter column title type text`.execute(on);
+      await single?.close();
     }
   });
 });

@@ -59,6 +59,9 @@ export type Param<K extends string> = <T = string>(key: K) => T;
 
 const names = new Set<string>();
 
+/** feature_not_supported: "cached plan must not change result type". */
+const CACHED_PLAN_CHANGED = '0A000';
+
 /**
  * Compiles `build` once. Values written in the builder as literals stay constants of the
  * statement; each `p(key)` becomes a parameter bound at run time.
@@ -71,6 +74,13 @@ export function prepare<R, K extends string>(
   names.add(name);
   const p = (<T>(key: K) => `${MARK}${key}` as unknown as T) as Param<K>;
   const compiled = build(compiler, p).compile();
+  // A placeholder used where Kysely writes SQL text (sql.raw, sql.lit, an identifier) and not
+  // a parameter would end up in the statement itself.
+  if (compiled.sql.includes(MARK))
+    throw new Error(`prepared statement ${name}: a parameter is used as SQL text`);
+  // Its result type must not change when a migration adds a column (see the header).
+  if (/(\bselect|\breturning|,)\s+\*(?=\s|,|$)|"[^"]+"\.\*/i.test(compiled.sql))
+    throw new Error(`prepared statement ${name}: list the columns it returns instead of *`);
   const slots = compiled.parameters.map(
     (value): Slot<K> =>
       typeof value === 'string' && value.startsWith(MARK)
@@ -94,8 +104,15 @@ export async function runPrepared<R, K extends string>(
   });
   const pool = pools.get(db);
   if (pool) {
-    const result = await pool.query({ name: statement.name, text: statement.sql, values });
-    return result.rows as R[];
+    const query = { name: statement.name, text: statement.sql, values };
+    try {
+      return (await pool.query(query)).rows as R[];
+    } catch (err) {
+      // A migration changed the type of a column the statement returns: PostgreSQL refuses
+      // the plan it cached on this connection once, then plans again. Run it once more.
+      if ((err as { code?: string }).code !== CACHED_PLAN_CHANGED) throw err;
+      return (await pool.query(query)).rows as R[];
+    }
   }
   const result = await db.executeQuery<R>(CompiledQuery.raw(statement.sql, values));
   return result.rows as R[];

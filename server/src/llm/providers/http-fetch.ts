@@ -3,8 +3,8 @@
  * through node:http / node:https with keep-alive agents instead of the global fetch (undici).
  * The SDKs still build every request, parse every response and classify every error; only
  * the transport changes. Measured here: one streaming 10 KB Messages request through the
- * Anthropic SDK costs ~470 µs of CPU with this transport against ~730 µs with the global
- * fetch (bench/README.md, "Chat benchmark").
+ * Anthropic SDK costs ~490 µs of CPU with this transport against ~790 µs with the global
+ * fetch (`npm run bench:sdk`; bench/README.md, "SDK benchmark"). ADR 0007.
  *
  * Scope: string, bytes and URLSearchParams bodies to http(s) URLs; anything else (streams,
  * FormData, other schemes) goes to the global fetch unchanged. Responses: status, headers,

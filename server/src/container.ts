@@ -260,7 +260,11 @@ export async function createContainer(
     agents: AGENTS,
     knowledge,
     clock,
-    limits: { maxSteps: config.agents.max_steps, turnTimeoutMs: config.agents.turn_timeout_ms },
+    limits: {
+      maxSteps: config.agents.max_steps,
+      turnTimeoutMs: config.agents.turn_timeout_ms,
+      longDocumentChars: config.agents.long_document_chars,
+    },
     log,
   });
   const router = createIntentRouter({

@@ -7,7 +7,7 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { Principal } from '../auth/principal.ts';
 import type { LlmEvent } from '../llm/llm-call.ts';
-import type { ToolSpec } from '../llm/types.ts';
+import type { ChatMessage, ToolSpec } from '../llm/types.ts';
 import { eventsOf } from '../realtime/turn-events.ts';
 import { SKILL_IMPLEMENTATIONS } from '../skills/available/index.ts';
 import { loadSkills } from '../skills/skill-loader.ts';
@@ -183,5 +183,91 @@ describe('cancel between tools', () => {
     expect(eventsOf('r1', announced)).toEqual([
       { type: 'artifact.created', request_id: 'r1', tool_call_id: 'a', artifact: report },
     ]);
+  });
+});
+
+describe('which models a step goes to', () => {
+  /** Runs a sales turn; the purpose of each model call and the turn's events. */
+  async function purposesOf(message: ChatMessage, replies: LlmEvent[][], toolOutput = '[]') {
+    const purposes: string[] = [];
+    let step = 0;
+    const llm = {
+      async *stream(purpose: string): AsyncGenerator<LlmEvent> {
+        purposes.push(purpose);
+        for (const e of replies[step++] ?? [{ type: 'finish', reason: 'stop' }]) yield e;
+      },
+    };
+    const runner = createAgentRunner({
+      llm: llm as never,
+      tools: fakeExecutor(async () => ({ status: 'ok', output: toolOutput })).executor,
+      skills,
+      agents: AGENTS,
+      knowledge: () => '',
+      clock: () => new Date(),
+      limits: { maxSteps: 5, turnTimeoutMs: 5_000, longDocumentChars: 30_000 },
+      log: pino({ level: 'silent' }),
+    });
+    const events: AgentEvent[] = [];
+    for await (const e of runner.run({
+      principal,
+      agent: 'sales',
+      sessionId: null,
+      history: [],
+      message,
+      source: 'web',
+      signal: new AbortController().signal,
+    }))
+      events.push(e);
+    return { purposes, statuses: events.filter((e) => e.type === 'status') };
+  }
+  const text = (t: string) => ({
+    role: 'user' as const,
+    content: [{ type: 'text' as const, text: t }],
+  });
+
+  it('a short text turn: the chat models, no status', async () => {
+    const { purposes, statuses } = await purposesOf(text('Any new leads?'), []);
+    expect(purposes).toEqual(['chat']);
+    expect(statuses).toEqual([]);
+  });
+
+  it('an image: the vision models, announced as "Analyzing image…"', async () => {
+    const { purposes, statuses } = await purposesOf(
+      {
+        role: 'user',
+        content: [
+          { type: 'text', text: 'What is on this receipt?' },
+          { type: 'image', mediaType: 'image/png', data: 'iVBORw0KGgo=' },
+        ],
+      },
+      [],
+    );
+    expect(purposes).toEqual(['vision']);
+    expect(statuses).toEqual([{ type: 'status', text: 'Analyzing image…' }]);
+  });
+
+  it('a pasted document over the limit: the long-document models, announced once', async () => {
+    const { purposes, statuses } = await purposesOf(text(`Summarise:\n${'x'.repeat(30_000)}`), [
+      [
+        { type: 'tool-call', id: 't1', name: 'search_leads', input: {} },
+        { type: 'finish', reason: 'tool-calls' },
+      ],
+    ]);
+    expect(purposes).toEqual(['long_document', 'long_document']);
+    expect(statuses).toEqual([{ type: 'status', text: 'Reading the document…' }]);
+  });
+
+  it('a tool result that makes the prompt long moves the next step to the long-document models', async () => {
+    const { purposes } = await purposesOf(
+      text('Export my leads'),
+      [
+        [
+          { type: 'tool-call', id: 't1', name: 'search_leads', input: {} },
+          { type: 'finish', reason: 'tool-calls' },
+        ],
+      ],
+      'y'.repeat(40_000),
+    );
+    expect(purposes).toEqual(['chat', 'long_document']);
   });
 });

@@ -10,7 +10,7 @@
 import { ConfigError } from '../config/load-config.ts';
 import type { Clock } from '../infra/clock.ts';
 import type { AnsweredBy, LlmManager, LlmResult } from '../llm/llm-manager.ts';
-import type { ChatMessage, ContentPart, ToolSpec } from '../llm/types.ts';
+import type { ChatMessage, ContentPart, ModelPurpose, ToolSpec } from '../llm/types.ts';
 import type { Logger } from '../logging/logger.ts';
 import type { SkillRegistry } from '../skills/skill-registry.ts';
 import type { ToolCall, ToolContext, ToolExecutor, ToolOutcome } from '../tools/tool.ts';
@@ -29,6 +29,11 @@ export interface AgentLimits {
   maxSteps: number;
   /** The whole turn, model calls and tools together. */
   turnTimeoutMs: number;
+  /**
+   * A model call whose prompt (system, conversation, tool results) is longer than this, in
+   * characters, goes to the `long_document` models. Default: never.
+   */
+  longDocumentChars?: number;
 }
 
 export interface AgentRunnerDeps {
@@ -42,6 +47,26 @@ export interface AgentRunnerDeps {
   limits: AgentLimits;
   log: Logger;
 }
+
+/** Characters the model reads in a prompt: a cheap, stable stand-in for its tokens. */
+export function promptChars(system: string, messages: readonly ChatMessage[]): number {
+  let n = system.length;
+  for (const m of messages)
+    for (const part of m.content) {
+      if (part.type === 'text') n += part.text.length;
+      else if (part.type === 'tool-result')
+        n +=
+          typeof part.output === 'string' ? part.output.length : JSON.stringify(part.output).length;
+      else if (part.type === 'tool-call') n += JSON.stringify(part.input).length;
+    }
+  return n;
+}
+
+/** What the user sees while a turn starts on a slower kind of model. */
+const STATUS: Partial<Record<ModelPurpose, string>> = {
+  vision: 'Analyzing image…',
+  long_document: 'Reading the document…',
+};
 
 /** What the model reads for a tool call that was never run. */
 const NOT_RUN: Record<'cancelled' | 'time_limit' | 'step_limit', string> = {
@@ -151,9 +176,12 @@ export function createAgentRunner(deps: AgentRunnerDeps): AgentRunner {
     }, limits.turnTimeoutMs);
     const stoppedBy = (): 'cancelled' | 'time_limit' => (timedOut ? 'time_limit' : 'cancelled');
 
-    // A turn that shows the model an image runs on the vision models.
-    const purpose = input.message.content.some((p) => p.type === 'image') ? 'vision' : 'chat';
+    // A turn that shows the model an image runs on the vision models; a prompt longer than
+    // the limit (a pasted document, long tool results) on the long-document ones.
+    const hasImage = input.message.content.some((p) => p.type === 'image');
+    const longChars = limits.longDocumentChars ?? Number.POSITIVE_INFINITY;
     const messages: ChatMessage[] = [...input.history, input.message];
+    const announced = new Set<ModelPurpose>();
     const transcript: ChatMessage[] = [];
     const calls: LlmResult[] = [];
     const texts: string[] = [];
@@ -180,6 +208,16 @@ export function createAgentRunner(deps: AgentRunnerDeps): AgentRunner {
         let text = '';
         const toolCalls: ToolCall[] = [];
         let result: LlmResult | undefined;
+        const purpose: ModelPurpose = hasImage
+          ? 'vision'
+          : promptChars(system, messages) > longChars
+            ? 'long_document'
+            : 'chat';
+        const status = STATUS[purpose];
+        if (status && !announced.has(purpose)) {
+          announced.add(purpose);
+          yield { type: 'status', text: status };
+        }
         try {
           const stream = llm.stream(
             purpose,

@@ -163,6 +163,11 @@ export const ConfigSchema = z.strictObject({
       turn_timeout_ms: z.coerce.number().int().positive().default(180_000),
       /** The router's LLM classification gives up after this long (then: department). */
       routing_timeout_ms: z.coerce.number().int().positive().default(2_000),
+      /**
+       * A model call whose prompt is longer than this many characters (a pasted document,
+       * long tool results) goes to the `llm.models.long_document` models.
+       */
+      long_document_chars: z.coerce.number().int().positive().default(48_000),
     })
     .prefault({}),
   /** Chat over REST: message size and how much earlier conversation the model reads. */

@@ -4,7 +4,7 @@
  * list) plus a TypeScript `run(params, ctx)` that does the work without the model loop —
  * for quick actions in the app, schedules and webhooks (`POST /skills/:name/run`).
  */
-import type { SkillStatus } from '@mezzofy/protocol';
+import type { Department, SkillStatus } from '@mezzofy/protocol';
 import { z } from 'zod';
 import type { AgentName } from '../agents/agent.ts';
 import type { AuditSource } from '../audit/audit.repository.ts';
@@ -89,6 +89,11 @@ export interface SkillContext {
   agent: AgentName | null;
   sessionId: string | null;
   source: AuditSource;
+  /**
+   * Who pays for its model calls: for work run by a schedule or a webhook, the department
+   * that owns it; the acting user's department when absent.
+   */
+  department?: Department;
   signal: AbortSignal;
   llm: LlmManager;
   tools: ToolExecutor;
@@ -117,11 +122,14 @@ export interface Skill {
   run: SkillRun;
 }
 
-/** Who pays for a skill's model calls: the acting user's department. */
+/**
+ * Who pays for a skill's model calls: the department owning the schedule or webhook that runs
+ * it, else the acting user's department.
+ */
 export function llmContextOf(ctx: SkillContext) {
   return {
     userId: ctx.principal.id,
-    department: ctx.principal.department,
+    department: ctx.department ?? ctx.principal.department,
     source: ctx.source,
     sessionId: ctx.sessionId,
     signal: ctx.signal,

@@ -144,6 +144,17 @@ describe('intent router: labelled requests', () => {
     expect(r.seen).toHaveLength(1);
     expect(r.seen[0]!.purpose).toBe('routing');
     expect(r.seen[0]!.system).toContain('{"agent":"<name>"}');
+    // The classifier reads the user's own words and chooses among every agent.
+    expect(r.seen[0]!.text).toContain(text);
+    for (const name of AGENTS.keys()) expect(r.seen[0]!.system).toContain(name);
+  });
+
+  it.each(CLASSIFIER_CASES)('classifier, answering another agent: %s', async (text, agent) => {
+    // The router follows the classifier, not its own guess: a different valid answer wins.
+    const other = [...AGENTS.keys()].find((a) => a !== agent)!;
+    const r = router(() => JSON.stringify({ agent: other }));
+    const decision = await r.router.route({ principal: principal('support'), text, source: 'web' });
+    expect(decision).toEqual({ agent: other, by: 'classifier' });
   });
 
   it('matches Latin keywords on word boundaries only', () => {

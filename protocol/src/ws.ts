@@ -25,7 +25,10 @@ export const WS_CLOSE = {
   normal: 1000,
   /** The server is shutting down; reconnect elsewhere. */
   going_away: 1001,
-  /** A frame larger than `max_frame_bytes` (ws closes with 1009 "Max payload size exceeded"). */
+  /**
+   * A frame larger than `max_frame_bytes`; the reason reads `frame of N bytes exceeds
+   * max_frame_bytes M`. A far larger frame is cut from its header with no reason.
+   */
   too_large: 1009,
   /** The client did not read its events for too long (backpressure limit). */
   try_again_later: 1013,

@@ -23,7 +23,7 @@ import { usageRoutes } from './api/usage.routes.ts';
 import { wsRoutes } from './api/ws.routes.ts';
 import type { Container } from './container.ts';
 import { lazyChildLogger } from './logging/logger.ts';
-import { createWsGateway } from './realtime/ws-gateway.ts';
+import { createWsGateway, frameCeiling } from './realtime/ws-gateway.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9\-_.:]{8,128}$/;
 
@@ -117,7 +117,11 @@ export async function buildApp(
     gateway.closeAll();
     done();
   });
-  await app.register(websocket, { options: { maxPayload: config.realtime.max_frame_bytes } });
+  // The gateway closes frames over max_frame_bytes with a reason; ws cuts those over the hard
+  // ceiling (1009, no reason) before buffering them.
+  await app.register(websocket, {
+    options: { maxPayload: frameCeiling(config.realtime.max_frame_bytes) },
+  });
   await app.register(wsRoutes(gateway));
 
   return Object.assign(app, { routeTable });

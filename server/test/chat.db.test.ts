@@ -3,7 +3,7 @@
  * creates a session and stores the user and assistant messages; the next send carries the
  * first turn as history; explicit, session and keyword routing; agent_forbidden; a missing
  * model (503, the user message kept); other users' and deleted sessions are 404; listing with
- * pagination and search; idempotent client_message_id (one model call for concurrent
+ * pagination and search; an unknown agent is 400 validation_failed; idempotent client_message_id (one model call for concurrent
  * duplicates, 409 for different content); the message size limit; and one turn per session at
  * a time, in order.
  */
@@ -144,6 +144,18 @@ describe('POST /chat/send', () => {
     expect(fake.counts.anthropic).toBe(0);
     const ok = await send(exec.token, { message: 'y'.repeat(MAX_CHARS), agent: 'sales' });
     expect(ok.statusCode).toBe(200);
+  });
+
+  it('an unknown agent is 400 validation_failed naming the field; no model call', async () => {
+    const exec = await t.userWithToken('executive');
+    fake.clear();
+    const res = await send(exec.token, { message: 'Review this contract', agent: 'legal' });
+    expect(res.statusCode).toBe(400);
+    const { error } = res.json();
+    expect(error).toMatchObject({ code: 'validation_failed', message: expect.any(String) });
+    expect(error.request_id).toBe(res.headers['x-request-id']);
+    expect(error.details).toEqual([expect.objectContaining({ in: 'body', path: 'agent' })]);
+    expect(fake.counts.anthropic).toBe(0);
   });
 
   it('validates the body (empty message, bad session id)', async () => {

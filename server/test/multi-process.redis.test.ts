@@ -130,6 +130,57 @@ async function within1s(expected: number, request: () => Promise<Reply>): Promis
   return tries;
 }
 
+interface Socket {
+  ws: WebSocket;
+  // biome-ignore lint/suspicious/noExplicitAny: JSON events, checked by the assertions
+  ready: any;
+  closed: Promise<{ code: number; reason: string }>;
+  /** The next event after those already taken. */
+  // biome-ignore lint/suspicious/noExplicitAny: JSON events, checked by the assertions
+  next: () => Promise<any>;
+}
+
+/** A WebSocket to `node` past hello (its `ready` event). */
+async function openSocket(node: Node, token: string): Promise<Socket> {
+  const ws = new WebSocket(`${node.base.replace('http', 'ws')}/chat/ws`);
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.on('close', (code, reason) => resolve({ code, reason: String(reason) })),
+  );
+  const events: unknown[] = [];
+  const waiting: ((event: unknown) => void)[] = [];
+  ws.on('message', (data) => {
+    const event = JSON.parse(String(data));
+    const waiter = waiting.shift();
+    if (waiter) waiter(event);
+    else events.push(event);
+  });
+  const next = () =>
+    events.length
+      ? Promise.resolve(events.shift())
+      : new Promise((resolve) => waiting.push(resolve));
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  ws.send(JSON.stringify({ type: 'hello', token, protocol_version: PROTOCOL_VERSION }));
+  const ready = await next();
+  expect(ready).toMatchObject({ type: 'ready' });
+  return { ws, ready, closed, next };
+}
+
+/** The socket's close, or a failure naming the wait if it stays open longer than `ms`. */
+async function closedWithin(socket: Socket, ms: number) {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the socket was still open after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([socket.closed, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 beforeAll(async () => {
   ({ schema, drop: dropSchema } = await createPostgresSchema(dbUrl));
   const ports = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
@@ -256,22 +307,44 @@ describe('a change made on one process applies on the other at once', () => {
   it('deactivation on A closes the user’s WebSocket on B with 4003', async () => {
     const user = await createUser(nodes.A, adminToken, 'sales_rep', 'sales');
     const token = await login(nodes.B, user.email);
-    const ws = new WebSocket(`${nodes.B.base.replace('http', 'ws')}/chat/ws`);
-    const closed = new Promise<{ code: number; reason: string }>((resolve) =>
-      ws.on('close', (code, reason) => resolve({ code, reason: String(reason) })),
-    );
-    const ready = new Promise((resolve) => ws.once('message', resolve));
-    await new Promise((resolve) => ws.once('open', resolve));
-    ws.send(JSON.stringify({ type: 'hello', token, protocol_version: PROTOCOL_VERSION }));
-    expect(JSON.parse(String(await ready))).toMatchObject({ type: 'ready' });
+    const socket = await openSocket(nodes.B, token);
 
     const started = performance.now();
     const off = await call(nodes.A, 'DELETE', `/admin/users/${user.id}`, { token: adminToken });
     expect(off.status).toBe(200);
-    const { code, reason } = await closed;
+    const { code, reason } = await closedWithin(socket, 1_000);
     expect(code).toBe(WS_CLOSE.forbidden);
     expect(reason).toMatch(/deactivated/);
     expect(performance.now() - started).toBeLessThan(1_000);
+  });
+
+  it('demotion on A closes the user’s WebSocket on B with 4003 naming the role change', async () => {
+    const user = await createUser(nodes.A, adminToken, 'sales_manager', 'sales');
+    const bystander = await createUser(nodes.A, adminToken, 'sales_manager', 'sales');
+    const token = await login(nodes.B, user.email);
+    const socket = await openSocket(nodes.B, token);
+    expect(socket.ready).toMatchObject({ user: { id: user.id, role: 'sales_manager' } });
+    const other = await openSocket(nodes.B, await login(nodes.B, bystander.email));
+
+    const started = performance.now();
+    const patch = await call(nodes.A, 'PATCH', `/admin/users/${user.id}`, {
+      token: adminToken,
+      body: { role: 'sales_rep' },
+    });
+    expect(patch.status, JSON.stringify(patch.body)).toBe(200);
+    const { code, reason } = await closedWithin(socket, 1_000);
+    expect(code).toBe(WS_CLOSE.forbidden);
+    expect(reason).toMatch(/role changed/);
+    expect(performance.now() - started).toBeLessThan(1_000);
+
+    // Only that user's sockets: another user's on B is still up.
+    other.ws.send(JSON.stringify({ type: 'ping', id: 'still-up' }));
+    expect(await other.next()).toMatchObject({ type: 'pong', id: 'still-up' });
+    other.ws.close();
+    // The same token reconnects on B with the new role.
+    const again = await openSocket(nodes.B, token);
+    expect(again.ready).toMatchObject({ user: { id: user.id, role: 'sales_rep' } });
+    again.ws.close();
   });
 
   it('logout on A: the same token is refused on B', async () => {

@@ -1,7 +1,9 @@
 /**
  * Chat over the WebSocket `GET /chat/ws`, against the listening app and the fake model server:
  * the hello deadline, bad tokens and protocol versions close with their codes; hello → ready;
- * invalid frames are error events and the socket stays up; oversize frames close 1009;
+ * invalid frames are error events and the socket stays up; oversize frames close 1009 with
+ * the sizes in the reason (over the hard ceiling: ws's bare 1009); an unknown agent is
+ * validation_failed;
  * chat.send streams deltas in seq order then message.end; cancel ends the turn 'cancelled';
  * deactivating the user closes their socket 4003; other users' sessions and approvals are
  * not_found; a dropped connection resumes from its last seq; the per-socket message budget;
@@ -11,6 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { PROTOCOL_VERSION, WS_CLOSE } from '@mezzofy/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { frameCeiling } from '../src/realtime/ws-gateway.ts';
 import type { ToolContext, ToolOutcome } from '../src/tools/tool.ts';
 import { type FakeModelServer, startFakeModelServer } from './fakes/model-server.ts';
 import { createTestApp, type TestApp } from './helpers/test-app.ts';
@@ -135,11 +138,61 @@ describe('frames', () => {
     expect(c.ws.readyState).toBe(WebSocket.OPEN);
   });
 
-  it('closes 1009 on a frame over the size limit', async () => {
+  /** A ping frame of exactly `bytes` bytes (JSON allows the trailing spaces). */
+  function pingOf(bytes: number, id: string): string {
+    const frame = JSON.stringify({ type: 'ping', id });
+    return frame + ' '.repeat(bytes - Buffer.byteLength(frame));
+  }
+
+  it('a frame of exactly max_frame_bytes is answered', async () => {
     const { c } = await ready();
-    await c.send({ type: 'ping', id: 'x'.repeat(MAX_FRAME) });
-    const { code } = await c.closed;
-    expect(code).toBe(1009);
+    await c.send(pingOf(MAX_FRAME, 'at-limit'));
+    expect(await c.next('pong')).toMatchObject({ id: 'at-limit' });
+    expect(c.ws.readyState).toBe(WebSocket.OPEN);
+  });
+
+  it('closes 1009 with the sizes in the reason on a frame over the limit, after the frames before it', async () => {
+    const { c } = await ready();
+    await c.send({ type: 'ping', id: 'before' });
+    await c.send(pingOf(MAX_FRAME + 1, 'over'));
+    await c.send({ type: 'ping', id: 'after' });
+    const { code, reason } = await c.closed;
+    expect(code).toBe(WS_CLOSE.too_large);
+    expect(reason).toBe(`frame of ${MAX_FRAME + 1} bytes exceeds max_frame_bytes ${MAX_FRAME}`);
+    const pongs = c.events.flatMap((e) => (e.type === 'pong' ? [e.id] : []));
+    expect(pongs).toEqual(['before']);
+  });
+
+  it('the reason holds up to the hard ceiling; a frame of multi-byte text counts its bytes', async () => {
+    const ceiling = frameCeiling(MAX_FRAME);
+    expect(ceiling).toBeGreaterThan(MAX_FRAME);
+    const { c } = await ready();
+    const frame = JSON.stringify({ type: 'ping', id: '€'.repeat((ceiling - 40) / 3) });
+    const bytes = Buffer.byteLength(frame);
+    expect(frame.length).toBeLessThanOrEqual(MAX_FRAME);
+    expect(bytes).toBeGreaterThan(MAX_FRAME);
+    expect(bytes).toBeLessThanOrEqual(ceiling);
+    await c.send(frame);
+    const { code, reason } = await c.closed;
+    expect(code).toBe(WS_CLOSE.too_large);
+    expect(reason).toBe(`frame of ${bytes} bytes exceeds max_frame_bytes ${MAX_FRAME}`);
+  });
+
+  it('a frame over the hard ceiling is cut by ws: 1009 with no reason', async () => {
+    const { c } = await ready();
+    await c.send(pingOf(frameCeiling(MAX_FRAME) + 1, 'huge'));
+    const { code, reason } = await c.closed;
+    expect(code).toBe(WS_CLOSE.too_large);
+    expect(reason).toBe('');
+  });
+
+  it('an oversize first frame (before hello) closes 1009 with the reason too', async () => {
+    const c = client();
+    await c.send(pingOf(MAX_FRAME + 10, 'early'));
+    const { code, reason } = await c.closed;
+    expect(code).toBe(WS_CLOSE.too_large);
+    expect(reason).toMatch(/^frame of \d+ bytes exceeds max_frame_bytes 2048$/);
+    expect(c.events).toEqual([]);
   });
 
   it('answers rate_limited past the per-connection message budget', async () => {
@@ -279,6 +332,23 @@ describe('chat.send', () => {
     const { c } = await ready('sales_rep');
     await c.send({ type: 'chat.send', request_id: 'f', message: 'Invoices', agent: 'finance' });
     expect(await c.next('error')).toMatchObject({ code: 'agent_forbidden', request_id: 'f' });
+  });
+
+  it('an unknown agent is validation_failed naming the field; the socket stays up for the next frame', async () => {
+    const { c } = await ready('executive');
+    fake.clear();
+    await c.send({ type: 'chat.send', request_id: 'u', message: 'Contracts?', agent: 'legal' });
+    const error = await c.next('error');
+    expect(error).toMatchObject({ code: 'validation_failed', request_id: 'u' });
+    expect(error.message).toMatch(/^agent: /);
+    expect(fake.counts.anthropic).toBe(0);
+    expect(c.ws.readyState).toBe(WebSocket.OPEN);
+
+    fake.script('anthropic', 'Fine.');
+    await c.send({ type: 'chat.send', request_id: 'k', message: 'Contracts?', agent: 'support' });
+    const end = await c.next('message.end', (e) => e.request_id === 'k');
+    expect(end).toMatchObject({ agent: 'support', text: 'Fine.' });
+    expect(fake.counts.anthropic).toBe(1);
   });
 
   it('resumes after a reconnect from the last seq, with events sent while away', async () => {

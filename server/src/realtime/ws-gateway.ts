@@ -4,7 +4,10 @@
  * - hello first, within `realtime.hello_timeout_ms` (else 4001); the token is checked with
  *   auth.authenticate and the protocol version (else 4009); then `ready`.
  * - Every frame is parsed with the protocol's union: bad JSON or schema → an `error` event,
- *   the socket stays up. Frames over `max_frame_bytes` are closed by ws itself (1009).
+ *   the socket stays up. A frame over `max_frame_bytes` closes the socket 1009 with the reason
+ *   `frame of N bytes exceeds max_frame_bytes M`, after the frames before it were handled; the
+ *   frames after it are dropped. ws itself cuts a frame over frameCeiling() (1009, no reason)
+ *   from its header, before buffering it.
  * - A per-connection message budget (`messages_per_window` per `window_s`) → `rate_limited`.
  * - The access token's expiry closes the socket (4001) unless `reauth` brought a fresh one;
  *   a user-state invalidation (deactivated, role changed, logged out — announced on every
@@ -93,6 +96,21 @@ function reasonOf(text: string): string {
   let out = text;
   while (utf8.encode(out).length > 123) out = out.slice(0, -1);
   return out;
+}
+
+/**
+ * ws's maxPayload: above it ws closes 1009 with an empty reason from the frame header, without
+ * buffering the frame. Between `max_frame_bytes` and this the frame is buffered and the gateway
+ * closes with a reason. The slack is the limit again, at most 64 KiB: what an oversize frame can
+ * cost a socket stays within twice the limit and within 64 KiB more than it.
+ */
+export function frameCeiling(maxFrameBytes: number): number {
+  return maxFrameBytes + Math.min(maxFrameBytes, 64 * 1024);
+}
+
+function frameBytes(data: Buffer | Buffer[] | ArrayBuffer): number {
+  if (Array.isArray(data)) return data.reduce((n, b) => n + b.length, 0);
+  return data.byteLength;
 }
 
 function issuesOf(error: { issues: { path: PropertyKey[]; message: string }[] }): string {
@@ -213,6 +231,8 @@ export function createWsGateway(deps: GatewayDeps) {
     private stuckSince = 0;
     private alive = true;
     private closed = false;
+    /** A frame over max_frame_bytes arrived: the socket closes once the frames before it ran. */
+    private oversize = false;
     private windowStart = Date.now();
     private windowCount = 0;
     /** Frames are handled one at a time, in order (hello before anything else). */
@@ -230,6 +250,16 @@ export function createWsGateway(deps: GatewayDeps) {
         cfg.hello_timeout_ms,
       );
       socket.on('message', (data, isBinary) => {
+        if (this.oversize) return;
+        const bytes = frameBytes(data as Buffer | Buffer[] | ArrayBuffer);
+        if (bytes > cfg.max_frame_bytes) {
+          // Closed in turn (the frames before it are handled first); the frame is not kept and
+          // later frames are dropped.
+          this.oversize = true;
+          const reason = `frame of ${bytes} bytes exceeds max_frame_bytes ${cfg.max_frame_bytes}`;
+          this.chain = this.chain.then(() => this.close(WS_CLOSE.too_large, reason));
+          return;
+        }
         this.chain = this.chain
           .then(() => this.onFrame(data as Buffer | Buffer[] | ArrayBuffer, isBinary))
           .catch((err) => log.error({ err }, 'websocket frame handling failed'));

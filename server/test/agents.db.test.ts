@@ -99,7 +99,13 @@ describe('agents through the real adapter', () => {
           expect(body.system).not.toContain(other.instructions.split('\n')[0]);
       for (const skill of agent.skills) expect(body.system).toContain(`### Skill: ${skill}`);
       expect(body.system).toContain('Mezzofy brand guidelines');
-      expect((body.tools ?? []).map((tool) => tool.name).sort()).toEqual([...agent.tools].sort());
+      const sent = (body.tools ?? []).map((tool) => tool.name).sort();
+      expect(sent).toEqual([...agent.tools].sort());
+      // Every tool a skill of the agent needs is among them: data_analysis → analyse_table.
+      for (const skill of agent.skills)
+        for (const tool of t.container.skills.require(skill).manifest.tools)
+          expect(sent, `${skill} needs ${tool}`).toContain(tool);
+      expect(sent).toContain('analyse_table');
     },
   );
 

@@ -24,6 +24,7 @@ const skills = createSkillRegistry(
   }),
 );
 const KNOWN = [
+  'analyse_table',
   'send_email',
   'create_calendar_event',
   'post_teams_message',

@@ -18,7 +18,7 @@ Rules:
 - If a request needs data you do not have (the ledger, bank feeds), say what is missing instead of guessing.
 - Be concise: lead with the answer, then the working in a short table or list.`,
   skills: ['data_analysis', 'financial_reporting', 'email_outreach'],
-  tools: ['send_email', 'create_calendar_event'],
+  tools: ['analyse_table', 'send_email', 'create_calendar_event'],
   keywords: [
     'invoice',
     'invoices',

@@ -24,7 +24,7 @@ Rules:
     'web_research',
     'email_outreach',
   ],
-  tools: ['send_email', 'post_teams_message', 'create_calendar_event'],
+  tools: ['analyse_table', 'send_email', 'post_teams_message', 'create_calendar_event'],
   keywords: [
     'kpi',
     'kpis',

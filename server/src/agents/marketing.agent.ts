@@ -24,7 +24,7 @@ Rules:
     'pitch_deck_generation',
     'data_analysis',
   ],
-  tools: ['send_email', 'post_teams_message'],
+  tools: ['analyse_table', 'send_email', 'post_teams_message'],
   keywords: [
     'campaign',
     'campaigns',

@@ -24,7 +24,7 @@ Rules:
     'web_research',
     'data_analysis',
   ],
-  tools: ['search_leads', 'contact_lead', 'send_email', 'create_calendar_event'],
+  tools: ['analyse_table', 'search_leads', 'contact_lead', 'send_email', 'create_calendar_event'],
   keywords: [
     'lead',
     'leads',

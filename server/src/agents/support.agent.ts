@@ -18,7 +18,7 @@ Rules:
 - Match the customer's language (English, Chinese, Malay) and keep replies short, kind and specific.
 - For an escalation, give a summary an engineer can act on: what happened, since when, who is affected, steps to reproduce, what was tried.`,
   skills: ['email_outreach', 'web_research', 'data_analysis'],
-  tools: ['send_email', 'post_teams_message', 'create_calendar_event'],
+  tools: ['analyse_table', 'send_email', 'post_teams_message', 'create_calendar_event'],
   keywords: [
     'ticket',
     'tickets',

@@ -1,6 +1,9 @@
-/** The tools every server registers: CRM lookups and the communication tools. */
+/**
+ * The tools every server registers: table analysis, CRM lookups and the communication tools.
+ */
 import type { Database } from '../db/database.ts';
 import type { Clock } from '../infra/clock.ts';
+import { analyseTableTool } from './analysis/table-analysis.tool.ts';
 import type { OutboxSink } from './communication/outbox-delivery.ts';
 import { createCalendarEventTool } from './communication/outlook-calendar.tool.ts';
 import { sendEmailTool } from './communication/outlook-mail.tool.ts';
@@ -14,6 +17,7 @@ export function defaultTools(deps: {
   clock: Clock;
 }): AnyTool[] {
   return [
+    analyseTableTool(),
     searchLeadsTool(deps),
     contactLeadTool(deps),
     sendEmailTool(deps),

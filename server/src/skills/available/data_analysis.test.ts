@@ -84,6 +84,14 @@ describe('data_analysis', () => {
     );
   });
 
+  it('refuses data that is not a table', () => {
+    expect(() => analyse('Please total my March sales')).toThrow(
+      /not a table: it has no rows under the header row/,
+    );
+    expect(() => analyse('merchant,amount\n')).toThrow(/no rows under the header row/);
+    expect(() => analyse('a,"b\n1,2')).toThrow(/not readable CSV/);
+  });
+
   it('detects semicolon CSV and parses money-like cells', () => {
     const a = analyse('item;amount\nA;RM 10.50\nB;(2.50)\n');
     expect(a.column_stats[1]).toMatchObject({ type: 'number', sum: 8 });

@@ -48,7 +48,11 @@ export interface Analysis {
   };
 }
 
-type Aggregate = 'sum' | 'mean' | 'count' | 'min' | 'max';
+/** How a group's values are combined (the skill's `aggregate` parameter). */
+export const AGGREGATES = ['sum', 'mean', 'count', 'min', 'max'] as const;
+export type Aggregate = (typeof AGGREGATES)[number];
+/** Field separators a CSV may use (the skill's `delimiter` parameter). */
+export const DELIMITERS = [',', ';', '\t', '|'] as const;
 
 /** Drops float noise such as 0.30000000000000004 without hiding real precision. */
 const tidy = (n: number) => Number.parseFloat(n.toPrecision(12));
@@ -97,7 +101,7 @@ function detectDelimiter(text: string): string {
   const header = text.split(/\r?\n/, 1)[0] ?? '';
   let best = ',';
   let bestCount = 0;
-  for (const d of [',', ';', '\t', '|']) {
+  for (const d of DELIMITERS) {
     const count = header.split(d).length - 1;
     if (count > bestCount) {
       best = d;
@@ -137,6 +141,11 @@ function parseTable(
     throw new AppError(
       'bad_request',
       `the data has ${header.length} columns; at most ${MAX_COLUMNS}`,
+    );
+  if (rows.length === 0)
+    throw new AppError(
+      'bad_request',
+      'the data is not a table: it has no rows under the header row; give CSV text (first row = headers, then one row per line) or a markdown table',
     );
   if (rows.length > MAX_ROWS)
     throw new AppError('bad_request', `the data has ${rows.length} rows; at most ${MAX_ROWS}`);

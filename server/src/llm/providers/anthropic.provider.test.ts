@@ -245,6 +245,51 @@ describe.each(TRANSPORTS)('over %s', (_name, transport) => {
       expect(error.kind).toBe('bad_request');
       expect(fake.counts.anthropic).toBe(0);
     });
+
+    it("sends another provider's tool call ids in Anthropic's id alphabet, each pair still linked", async () => {
+      // Kimi's ids (after a failover, or in a session's history); Anthropic 400s on `.` and `:`.
+      const ids = ['functions.search_leads:0', 'functions.search_leads_0', 'toolu_01Valid-id'];
+      fake.script('anthropic', 'Done.');
+      await collectStream(
+        provider().stream(
+          ask('Find Acme', {
+            messages: [
+              { role: 'user', content: [{ type: 'text', text: 'Find Acme' }] },
+              {
+                role: 'assistant',
+                content: ids.map((id) => ({
+                  type: 'tool-call',
+                  id,
+                  name: 'search_leads',
+                  input: {},
+                })),
+              },
+              {
+                role: 'tool',
+                content: ids.map((id) => ({
+                  type: 'tool-result',
+                  id,
+                  name: 'search_leads',
+                  output: id,
+                })),
+              },
+            ],
+          }),
+        ),
+      );
+      const [, assistant, results] = (
+        fake.lastRequest('anthropic')!.body as {
+          messages: { content: { id?: string; tool_use_id?: string; content?: string }[] }[];
+        }
+      ).messages;
+      const sent = assistant!.content.map((b) => b.id!);
+      for (const id of sent) expect(id).toMatch(/^[a-zA-Z0-9_-]+$/);
+      expect(new Set(sent).size).toBe(ids.length);
+      expect(sent[2]).toBe('toolu_01Valid-id');
+      expect(results!.content.map((b) => [b.tool_use_id, b.content])).toEqual(
+        sent.map((id, i) => [id, ids[i]]),
+      );
+    });
   });
 
   describe('Anthropic provider: errors', () => {

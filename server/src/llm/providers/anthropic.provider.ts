@@ -3,6 +3,7 @@
  * become Anthropic content blocks, the SSE stream becomes StreamEvents, and every failure a
  * ProviderError. The SDK never retries: the LLM manager owns retries and failover.
  */
+import { createHash } from 'node:crypto';
 import Anthropic from '@anthropic-ai/sdk';
 import type {
   ChatMessage,
@@ -174,6 +175,21 @@ export function createAnthropicProvider(options: AnthropicProviderOptions): Chat
   };
 }
 
+const ANTHROPIC_TOOL_ID = /^[a-zA-Z0-9_-]+$/;
+
+/**
+ * Anthropic takes tool_use ids of `[a-zA-Z0-9_-]` only and answers 400 to any other, but a
+ * transcript may hold another provider's ids: a step or an earlier turn answered by a
+ * fallback (Kimi names its calls `functions.search_leads:0`). Such an id is rewritten the same
+ * way wherever it appears, so a tool_use and the tool_result answering it stay paired, with a
+ * hash of the original so two ids never become one. Valid ids are sent unchanged.
+ */
+export function anthropicToolId(id: string): string {
+  if (ANTHROPIC_TOOL_ID.test(id)) return id;
+  const hash = createHash('sha256').update(id).digest('hex').slice(0, 12);
+  return `${id.replace(/[^a-zA-Z0-9_-]/g, '_')}_${hash}`;
+}
+
 function toBlock(
   part: ContentPart,
   role: ChatMessage['role'],
@@ -192,12 +208,12 @@ function toBlock(
       };
     case 'tool-call':
       if (role !== 'assistant') throw misplaced();
-      return { type: 'tool_use', id: part.id, name: part.name, input: part.input };
+      return { type: 'tool_use', id: anthropicToolId(part.id), name: part.name, input: part.input };
     case 'tool-result':
       if (role === 'assistant') throw misplaced();
       return {
         type: 'tool_result',
-        tool_use_id: part.id,
+        tool_use_id: anthropicToolId(part.id),
         content: part.output,
         ...(part.isError ? { is_error: true } : {}),
       };

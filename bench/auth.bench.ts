@@ -20,37 +20,30 @@
  *   BENCH_PROFILE=1      run the server with --cpu-prof; profiles land in bench/results/profiles
  *   BENCH_KEEP_LOG=1     keep the server's stdout (the logs) instead of deleting it
  */
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type pg from 'pg';
 import {
   api,
+  BENCH_PASSWORD,
   badResponses,
+  benchUsers,
   type ChildServer,
-  cleanChildEnv,
-  cleanRedis as cleanRedisPrefix,
   countAccessLines,
-  createUsers,
   freePort,
-  HOST,
   loadAverage,
   log,
-  loginAll,
-  onInterrupt,
+  openBenchRun,
   printTable,
   processRssMb,
   processTreeCpuMs,
   redisCpuS as redisCpuSAt,
   runBench,
   runCannon,
-  startChild,
+  startBenchServer,
   summarize,
   verdict,
-  waitHttpOk,
-  withPg as withPgAt,
 } from './harness.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -77,16 +70,6 @@ const RATE_LIMIT = { user_points: 100_000_000, ip_points: 1_000_000, window_s: 6
 
 const TARGETS = { meRps: 10_000, meP99Ms: 10 };
 
-const PASSWORD = 'Bench-only passphrase 4711!';
-const ADMIN_EMAIL = 'bench-admin@bench.invalid';
-const ADMIN_PASSWORD = `Adm1n-${randomBytes(9).toString('base64url')}`;
-
-const runId = `${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
-const schema = `bench_${runId}`;
-const keyPrefix = `bench:${runId}:`;
-
-const withPg = <T>(fn: (client: pg.Client) => Promise<T>) => withPgAt(DATABASE_URL, fn);
-const cleanRedis = () => cleanRedisPrefix(REDIS_URL, keyPrefix);
 const redisCpuS = () => redisCpuSAt(REDIS_URL);
 
 async function main(): Promise<number> {
@@ -94,107 +77,29 @@ async function main(): Promise<number> {
   const loadBefore = loadAverage();
   mkdirSync(RESULTS, { recursive: true });
   const port = await freePort();
-  const base = `http://${HOST}:${port}`;
-  const dataDir = join(os.tmpdir(), `mezzofy-bench-${runId}`);
-  mkdirSync(dataDir, { recursive: true });
-  const stdoutFile = join(os.tmpdir(), `mezzofy-bench-${runId}.log`);
   const profileDir = join(RESULTS, 'profiles');
+  const run = await openBenchRun(DATABASE_URL, REDIS_URL);
+  const { schema, keyPrefix, stdoutFile } = run;
 
   log(`load average before: ${loadBefore} (${os.cpus().length} cpus)`);
   log(`schema ${schema}, redis prefix ${keyPrefix}, port ${port}`);
-  let cleaned = false;
-  const cleanup = async () => {
-    if (cleaned) return;
-    cleaned = true;
-    await withPg((c) => c.query(`drop schema if exists "${schema}" cascade`)).catch((err: Error) =>
-      log(`could not drop schema ${schema}: ${err.message}`),
-    );
-    await cleanRedis().catch((err: Error) => log(`could not clean Redis: ${err.message}`));
-    rmSync(dataDir, { recursive: true, force: true });
-    if (env.BENCH_KEEP_LOG === '1') log(`server stdout kept: ${stdoutFile}`);
-    else rmSync(stdoutFile, { force: true });
-  };
-  // Ctrl-C or SIGTERM: the server is stopped first (harness), then this runs.
-  onInterrupt(cleanup);
-  await withPg((c) => c.query(`create schema "${schema}"`));
-
   let server: ChildServer | undefined;
   let exitCode = 0;
   try {
-    // A clean environment for the child: none of the caller's MEZZOFY__/server variables.
-    const childEnv = cleanChildEnv(env);
-    Object.assign(childEnv, {
-      NODE_ENV: 'production',
-      HOST,
-      PORT: String(port),
-      DATA_DIR: dataDir,
-      DATABASE_URL,
-      DATABASE_SCHEMA: schema,
-      REDIS_URL,
-      MEZZOFY__redis__key_prefix: keyPrefix,
-      JWT_SECRET: randomBytes(48).toString('base64url'),
-      ADMIN_EMAIL,
-      ADMIN_PASSWORD,
-      LOG_LEVEL: 'info',
-      MEZZOFY__logging__access_log: 'true',
-      MEZZOFY__rate_limit__enabled: 'true',
-      MEZZOFY__rate_limit__user_points: String(RATE_LIMIT.user_points),
-      MEZZOFY__rate_limit__ip_points: String(RATE_LIMIT.ip_points),
-      MEZZOFY__rate_limit__window_s: String(RATE_LIMIT.window_s),
-      ...(CLUSTER ? { BENCH_CLUSTER: String(CLUSTER) } : {}),
+    const bench = await startBenchServer({
+      run,
+      port,
+      root: ROOT,
+      entry: SERVER_ENTRY,
+      rateLimit: RATE_LIMIT,
+      ...(CLUSTER ? { env: { BENCH_CLUSTER: String(CLUSTER) } } : {}),
+      profileDir: PROFILE ? profileDir : undefined,
+      table: 'users',
     });
-    if (PROFILE) {
-      // Profiles are large and machine-specific: kept out of version control.
-      mkdirSync(profileDir, { recursive: true });
-      writeFileSync(join(profileDir, '.gitignore'), '*\n');
-    }
-    const nodeArgs = PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-    server = startChild({
-      args: [...nodeArgs, '--import', 'tsx', ...SERVER_ENTRY],
-      env: childEnv,
-      cwd: ROOT,
-      stdoutFile,
-    });
-    await waitHttpOk(`${base}/health`, server);
-    const health = (
-      await api<{ checks: Record<string, Record<string, unknown>> }>(base, 'GET', '/health')
-    ).body;
-
-    // The server must really be in the fresh schema.
-    const tables = await withPg((c) =>
-      c.query<{ n: number }>(
-        'select count(*)::int as n from information_schema.tables where table_schema = $1 and table_name = $2',
-        [schema, 'users'],
-      ),
-    );
-    if (tables.rows[0]?.n !== 1) throw new Error(`server did not create its tables in ${schema}`);
-
-    // Users: created through the admin API, each logged in once.
-    const adminLogin = await api<{ access_token: string }>(base, 'POST', '/auth/login', {
-      email: ADMIN_EMAIL,
-      password: ADMIN_PASSWORD,
-    });
-    if (adminLogin.status !== 200) throw new Error(`admin login: ${adminLogin.status}`);
-    const adminToken = adminLogin.body.access_token;
-    const emails = Array.from({ length: USERS }, (_, i) => `bench-user-${i}@bench.invalid`);
-    log(`creating ${USERS} users`);
-    await createUsers(
-      base,
-      adminToken,
-      emails.map((email, i) => ({
-        email,
-        name: `Bench User ${i}`,
-        password: PASSWORD,
-        department: 'sales',
-        role: 'sales_rep',
-      })),
-      LOGIN_CONCURRENCY,
-    );
-    const tokens = await loginAll(
-      base,
-      emails.map((email) => ({ email, password: PASSWORD })),
-      LOGIN_CONCURRENCY,
-    );
+    server = bench.server;
+    const { base, health } = bench;
+    const { users, tokens } = await benchUsers(bench, USERS, LOGIN_CONCURRENCY);
+    const emails = users.map((u) => u.email);
     const check = await api<{ email: string }>(base, 'GET', '/auth/me', undefined, tokens[7]);
     if (check.status !== 200 || check.body.email !== emails[7])
       throw new Error(`GET /auth/me sanity check failed: ${check.status}`);
@@ -219,11 +124,11 @@ async function main(): Promise<number> {
     // Monotonic clock, in µs: the same clock V8 stamps CPU profile samples with.
     const meWindowUs = { from: Number(process.hrtime.bigint() / 1000n), to: 0 };
     const redisBefore = await redisCpuS();
-    const cpuBefore = processTreeCpuMs(server.child.pid);
+    const cpuBefore = processTreeCpuMs(bench.server.child.pid);
     const clientBefore = process.cpuUsage();
     const me = summarize(await runCannon(meOptions(DURATION_S)));
     const client = process.cpuUsage(clientBefore);
-    const cpuAfter = processTreeCpuMs(server.child.pid);
+    const cpuAfter = processTreeCpuMs(bench.server.child.pid);
     // The load generator (autocannon, in this process) shares the cores with the server.
     const clientCpuPct = Math.round((client.user + client.system) / 10 / (me.durationS * 1000));
     const redisAfter = await redisCpuS();
@@ -261,7 +166,7 @@ async function main(): Promise<number> {
               ...req,
               body: JSON.stringify({
                 email: emails[loginNext++ % emails.length],
-                password: PASSWORD,
+                password: BENCH_PASSWORD,
               }),
             }),
           },
@@ -269,8 +174,8 @@ async function main(): Promise<number> {
       }),
     );
 
-    const serverRssMb = processRssMb(server.child.pid);
-    await server.stop();
+    const serverRssMb = processRssMb(bench.server.child.pid);
+    await bench.server.stop();
     const accessLines = await countAccessLines(stdoutFile);
     const logBytes = statSync(stdoutFile).size;
 
@@ -345,7 +250,7 @@ async function main(): Promise<number> {
       },
       pass: meRpsPass && meP99Pass && problems.length === 0,
       ...(PROFILE
-        ? { profile: { dir: profileDir, pid: server.child.pid, me_window_us: meWindowUs } }
+        ? { profile: { dir: profileDir, pid: bench.server.child.pid, me_window_us: meWindowUs } }
         : {}),
     };
 
@@ -356,7 +261,7 @@ async function main(): Promise<number> {
     if (PROFILE)
       writeFileSync(
         join(profileDir, 'latest.json'),
-        `${JSON.stringify({ pid: server.child.pid, me_window_us: meWindowUs, run: stamp }, null, 2)}\n`,
+        `${JSON.stringify({ pid: bench.server.child.pid, me_window_us: meWindowUs, run: stamp }, null, 2)}\n`,
       );
 
     const mark = (ok: boolean) => (ok ? 'pass' : 'FAIL');
@@ -421,7 +326,7 @@ async function main(): Promise<number> {
     exitCode = 1;
   } finally {
     await server?.stop().catch(() => {});
-    await cleanup();
+    await run.cleanup();
   }
   return exitCode;
 }

@@ -258,17 +258,22 @@ async function fakeStats(fake: FakeInfo): Promise<FakeStats> {
 const fakeModelRequests = async (fake: FakeInfo) =>
   (await fakeStats(fake)).counts_since_start.anthropic;
 
-/** The fake answers the request with 200 and an SSE stream of text deltas: its reply. */
-async function checkModel(target: Target, reply: string): Promise<void> {
+/** One request of a run's kind, by hand (the checks before a run). */
+async function post(target: Target): Promise<{ status: number; text: string }> {
   const res = await fetch(target.url, {
     method: 'POST',
     headers: target.headers,
     body: target.body,
     signal: AbortSignal.timeout(10_000),
   });
-  const text = await res.text();
-  if (res.status !== 200 || !text.includes('"text_delta"'))
-    throw new Error(`fake model check: ${res.status} ${text.slice(0, 300)}`);
+  return { status: res.status, text: await res.text() };
+}
+
+/** The fake answers the request with 200 and an SSE stream of text deltas: its reply. */
+async function checkModel(target: Target, reply: string): Promise<void> {
+  const { status, text } = await post(target);
+  if (status !== 200 || !text.includes('"text_delta"'))
+    throw new Error(`fake model check: ${status} ${text.slice(0, 300)}`);
   const sse = readSse(text);
   if (sse.reply !== reply || sse.model !== MODEL)
     throw new Error(`fake model check: unexpected stream ${JSON.stringify(sse)}`);
@@ -276,16 +281,10 @@ async function checkModel(target: Target, reply: string): Promise<void> {
 
 /** The gateway answers 200 with the fake's reply and the model's name. */
 async function checkGateway(target: Target, reply: string): Promise<void> {
-  const res = await fetch(target.url, {
-    method: 'POST',
-    headers: target.headers,
-    body: target.body,
-    signal: AbortSignal.timeout(10_000),
-  });
-  const text = await res.text();
-  const body = res.status === 200 ? (JSON.parse(text) as { reply?: string; model?: string }) : {};
+  const { status, text } = await post(target);
+  const body = status === 200 ? (JSON.parse(text) as { reply?: string; model?: string }) : {};
   if (body.reply !== reply || body.model !== MODEL)
-    throw new Error(`gateway check: ${res.status} ${text.slice(0, 300)}`);
+    throw new Error(`gateway check: ${status} ${text.slice(0, 300)}`);
 }
 
 // ---- phase C: PostgreSQL alone ----

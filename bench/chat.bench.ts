@@ -40,9 +40,8 @@
  *   BENCH_ENFORCE_TARGETS=1  a missed target exits 2
  */
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -53,11 +52,10 @@ import WebSocket from 'ws';
 import {
   api,
   badResponses,
+  benchUsers,
   type ChildServer,
   cleanChildEnv,
-  cleanRedis,
   countAccessLines,
-  createUsers,
   type Distribution,
   distribution,
   freePort,
@@ -65,9 +63,8 @@ import {
   type LoadSummary,
   loadAverage,
   log,
-  loginAll,
   machineCpuMs,
-  onInterrupt,
+  openBenchRun,
   pidsCpuMs,
   postgresBackendPids,
   printTable,
@@ -78,10 +75,10 @@ import {
   runBench,
   runCannon,
   sleep,
+  startBenchServer,
   startChild,
   summarize,
   verdict,
-  waitHttpOk,
   waitJsonLine,
   withPg,
 } from './harness.ts';
@@ -125,14 +122,6 @@ const ANCHOR = {
   p50_ms: 11,
   source: 'issue 3 (measured on this machine by the issue author; not re-measured here)',
 };
-
-const PASSWORD = 'Bench-only passphrase 4711!';
-const ADMIN_EMAIL = 'bench-admin@bench.invalid';
-const ADMIN_PASSWORD = `Adm1n-${randomBytes(9).toString('base64url')}`;
-
-const runId = `${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
-const schema = `bench_${runId}`;
-const keyPrefix = `bench:${runId}:`;
 
 /** Monotonic clock in µs: the fake's process reads the same one (process.hrtime). */
 const nowUs = () => Number(process.hrtime.bigint()) / 1000;
@@ -501,34 +490,13 @@ async function main(): Promise<number> {
   const loadBefore = loadAverage();
   mkdirSync(RESULTS, { recursive: true });
   const port = await freePort();
-  const base = `http://${HOST}:${port}`;
-  const dataDir = join(os.tmpdir(), `mezzofy-bench-${runId}`);
-  mkdirSync(dataDir, { recursive: true });
-  const stdoutFile = join(os.tmpdir(), `mezzofy-bench-${runId}.log`);
-  const fakeStdoutFile = join(os.tmpdir(), `mezzofy-bench-${runId}-fake.log`);
   const profileDir = join(RESULTS, 'profiles');
+  const run = await openBenchRun(DATABASE_URL, REDIS_URL);
+  const { schema, keyPrefix, stdoutFile } = run;
+  const fakeStdoutFile = run.file('fake.log');
 
   log(`load average before: ${loadBefore} (${os.cpus().length} cpus)`);
   log(`schema ${schema}, redis prefix ${keyPrefix}, port ${port}`);
-  let cleaned = false;
-  const cleanup = async () => {
-    if (cleaned) return;
-    cleaned = true;
-    await withPg(DATABASE_URL, (c) => c.query(`drop schema if exists "${schema}" cascade`)).catch(
-      (err: Error) => log(`could not drop schema ${schema}: ${err.message}`),
-    );
-    await cleanRedis(REDIS_URL, keyPrefix).catch((err: Error) =>
-      log(`could not clean Redis: ${err.message}`),
-    );
-    rmSync(dataDir, { recursive: true, force: true });
-    rmSync(fakeStdoutFile, { force: true });
-    if (env.BENCH_KEEP_LOG === '1') log(`server stdout kept: ${stdoutFile}`);
-    else rmSync(stdoutFile, { force: true });
-  };
-  // Ctrl-C or SIGTERM: the children are stopped first (harness), then this runs.
-  onInterrupt(cleanup);
-  await withPg(DATABASE_URL, (c) => c.query(`create schema "${schema}"`));
-
   let server: ChildServer | undefined;
   let fakeChild: ChildServer | undefined;
   let exitCode = 0;
@@ -543,83 +511,37 @@ async function main(): Promise<number> {
     const fake = await waitJsonLine<FakeInfo>(fakeStdoutFile, fakeChild);
     log(`fake model at ${fake.url} (pid ${fake.pid})`);
 
-    // A clean environment for the server: none of the caller's MEZZOFY__/server variables,
-    // no model provider but the fake, and no server/config/.env.
-    const childEnv = cleanChildEnv(env, [
-      'ANTHROPIC_API_KEY',
-      'ANTHROPIC_BASE_URL',
-      'MOONSHOT_API_KEY',
-      'MOONSHOT_BASE_URL',
-      'OPENAI_API_KEY',
-      'OPENAI_BASE_URL',
-      'ENV_FILE',
-      'ROLES_FILE',
-    ]);
-    Object.assign(childEnv, {
-      NODE_ENV: 'production',
-      ENV_FILE: join(dataDir, 'no-such.env'),
-      HOST,
-      PORT: String(port),
-      DATA_DIR: dataDir,
-      DATABASE_URL,
-      DATABASE_SCHEMA: schema,
-      REDIS_URL,
-      MEZZOFY__redis__key_prefix: keyPrefix,
-      JWT_SECRET: randomBytes(48).toString('base64url'),
-      ADMIN_EMAIL,
-      ADMIN_PASSWORD,
-      LOG_LEVEL: 'info',
-      MEZZOFY__logging__access_log: 'true',
-      MEZZOFY__rate_limit__enabled: 'true',
-      MEZZOFY__rate_limit__user_points: String(RATE_LIMIT.user_points),
-      MEZZOFY__rate_limit__ip_points: String(RATE_LIMIT.ip_points),
-      MEZZOFY__rate_limit__window_s: String(RATE_LIMIT.window_s),
-      MEZZOFY__realtime__messages_per_window: String(WS_MESSAGES_PER_WINDOW),
-      ANTHROPIC_API_KEY: FAKE_API_KEY,
-      ANTHROPIC_BASE_URL: fake.url,
-      MEZZOFY__llm__models__chat: MODEL,
+    // No model provider but the fake, and no server/config/.env.
+    const bench = await startBenchServer({
+      run,
+      port,
+      root: ROOT,
+      entry: SERVER_ENTRY,
+      rateLimit: RATE_LIMIT,
+      dropEnv: [
+        'ANTHROPIC_API_KEY',
+        'ANTHROPIC_BASE_URL',
+        'MOONSHOT_API_KEY',
+        'MOONSHOT_BASE_URL',
+        'OPENAI_API_KEY',
+        'OPENAI_BASE_URL',
+        'ENV_FILE',
+        'ROLES_FILE',
+      ],
+      env: {
+        ENV_FILE: join(run.dataDir, 'no-such.env'),
+        MEZZOFY__realtime__messages_per_window: String(WS_MESSAGES_PER_WINDOW),
+        ANTHROPIC_API_KEY: FAKE_API_KEY,
+        ANTHROPIC_BASE_URL: fake.url,
+        MEZZOFY__llm__models__chat: MODEL,
+      },
+      profileDir: PROFILE ? profileDir : undefined,
+      table: 'conversations',
     });
-    if (PROFILE) {
-      // Profiles are large and machine-specific: kept out of version control.
-      mkdirSync(profileDir, { recursive: true });
-      writeFileSync(join(profileDir, '.gitignore'), '*\n');
-    }
-    const nodeArgs = PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-    server = startChild({
-      args: [...nodeArgs, '--import', 'tsx', ...SERVER_ENTRY],
-      env: childEnv,
-      cwd: ROOT,
-      stdoutFile,
-    });
-    await waitHttpOk(`${base}/health`, server);
-    const serverPid = server.child.pid!;
-    const health = (
-      await api<{ checks: Record<string, Record<string, unknown>> }>(base, 'GET', '/health')
-    ).body;
-    const tables = await withPg(DATABASE_URL, (c) =>
-      c.query<{ n: number }>(
-        'select count(*)::int as n from information_schema.tables where table_schema = $1 and table_name = $2',
-        [schema, 'conversations'],
-      ),
-    );
-    if (tables.rows[0]?.n !== 1) throw new Error(`server did not create its tables in ${schema}`);
-
-    // Users: created through the admin API, each logged in once.
-    const adminLogin = await api<{ access_token: string }>(base, 'POST', '/auth/login', {
-      email: ADMIN_EMAIL,
-      password: ADMIN_PASSWORD,
-    });
-    if (adminLogin.status !== 200) throw new Error(`admin login: ${adminLogin.status}`);
-    const users = Array.from({ length: USERS }, (_, i) => ({
-      email: `bench-user-${i}@bench.invalid`,
-      name: `Bench User ${i}`,
-      password: PASSWORD,
-      department: 'sales',
-      role: 'sales_rep',
-    }));
-    log(`creating ${USERS} users`);
-    await createUsers(base, adminLogin.body.access_token, users, SETUP_CONCURRENCY);
-    const tokens = await loginAll(base, users, SETUP_CONCURRENCY);
+    server = bench.server;
+    const { base, health } = bench;
+    const serverPid = bench.server.child.pid!;
+    const { tokens } = await benchUsers(bench, USERS, SETUP_CONCURRENCY);
 
     // The server's CPU with no requests at all (timers, queues, pollers), over 3 s.
     await sleep(1_000);
@@ -944,7 +866,7 @@ async function main(): Promise<number> {
       LATENCY_USERS,
     );
 
-    await server.stop();
+    await bench.server.stop();
     const accessLines = await countAccessLines(stdoutFile);
     const logBytes = statSync(stdoutFile).size;
     // The server's backends have exited: their table statistics are flushed.
@@ -1323,7 +1245,7 @@ async function main(): Promise<number> {
   } finally {
     await server?.stop().catch(() => {});
     await fakeChild?.stop().catch(() => {});
-    await cleanup();
+    await run.cleanup();
   }
   return exitCode;
 }

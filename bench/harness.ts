@@ -1,19 +1,25 @@
 /**
  * Shared by the benchmarks: a free local port, a child server that is always killed, an
- * autocannon run that only counts 2xx, a plain-text table, and the PostgreSQL, Redis, admin
- * API and /proc helpers the server benchmarks use.
+ * autocannon run that only counts 2xx, a plain-text table, the PostgreSQL, Redis, admin API
+ * and /proc helpers, and one run of a server bench (its schema, key prefix, files, the real
+ * server started on them, its users).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   createReadStream,
+  mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
   readlinkSync,
+  rmSync,
+  writeFileSync,
 } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
@@ -564,4 +570,177 @@ export function runBench(main: () => Promise<number>): void {
       process.exit(1);
     },
   );
+}
+
+// ---- one run of a server bench: its own schema, key prefix, files and server ----
+
+export const BENCH_PASSWORD = 'Bench-only passphrase 4711!';
+const BENCH_ADMIN_EMAIL = 'bench-admin@bench.invalid';
+
+/**
+ * A run's own resources: the PostgreSQL schema `bench_<id>`, the Redis key prefix
+ * `bench:<id>:`, a data folder and the server's stdout file, plus any file made with `file()`.
+ * `cleanup` removes them all (also on Ctrl-C, after the children stopped); the stdout file is
+ * kept with BENCH_KEEP_LOG=1.
+ */
+export interface BenchRun {
+  id: string;
+  schema: string;
+  keyPrefix: string;
+  dataDir: string;
+  stdoutFile: string;
+  databaseUrl: string;
+  redisUrl: string;
+  /** A temporary file path of this run, removed by cleanup. */
+  file(suffix: string): string;
+  cleanup(): Promise<void>;
+}
+
+export async function openBenchRun(databaseUrl: string, redisUrl: string): Promise<BenchRun> {
+  const id = `${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
+  const schema = `bench_${id}`;
+  const keyPrefix = `bench:${id}:`;
+  const dataDir = join(os.tmpdir(), `mezzofy-bench-${id}`);
+  mkdirSync(dataDir, { recursive: true });
+  const stdoutFile = join(os.tmpdir(), `mezzofy-bench-${id}.log`);
+  const files: string[] = [];
+  let cleaned = false;
+  const run: BenchRun = {
+    id,
+    schema,
+    keyPrefix,
+    dataDir,
+    stdoutFile,
+    databaseUrl,
+    redisUrl,
+    file(suffix) {
+      const path = join(os.tmpdir(), `mezzofy-bench-${id}-${suffix}`);
+      files.push(path);
+      return path;
+    },
+    async cleanup() {
+      if (cleaned) return;
+      cleaned = true;
+      await withPg(databaseUrl, (c) => c.query(`drop schema if exists "${schema}" cascade`)).catch(
+        (err: Error) => log(`could not drop schema ${schema}: ${err.message}`),
+      );
+      await cleanRedis(redisUrl, keyPrefix).catch((err: Error) =>
+        log(`could not clean Redis: ${err.message}`),
+      );
+      rmSync(dataDir, { recursive: true, force: true });
+      for (const f of files) rmSync(f, { force: true });
+      if (process.env.BENCH_KEEP_LOG === '1') log(`server stdout kept: ${stdoutFile}`);
+      else rmSync(stdoutFile, { force: true });
+    },
+  };
+  onInterrupt(() => run.cleanup());
+  await withPg(databaseUrl, (c) => c.query(`create schema "${schema}"`));
+  return run;
+}
+
+export interface BenchServer {
+  server: ChildServer;
+  base: string;
+  health: { checks: Record<string, Record<string, unknown>> };
+  adminToken: string;
+}
+
+/**
+ * Starts the real server (`node --import tsx <entry>`, e.g. server/src/main.ts) in the run's
+ * schema and key prefix with production logging (level info, access log on, stdout to the
+ * run's file) and the given rate limits, in an environment cleaned of the caller's settings;
+ * waits for /health, checks its tables are in the run's schema (`table`), logs the generated
+ * admin in. A server that fails to come up is stopped before this throws.
+ */
+export async function startBenchServer(options: {
+  run: BenchRun;
+  port: number;
+  root: string;
+  /** The script and its arguments, relative to `root`. */
+  entry: string[];
+  rateLimit: { user_points: number; ip_points: number; window_s: number };
+  /** Variables of the caller's environment to drop too (see cleanChildEnv). */
+  dropEnv?: string[];
+  /** More server environment (models, limits). */
+  env?: Record<string, string>;
+  /** Profile the server with --cpu-prof into this folder. */
+  profileDir?: string | undefined;
+  table: string;
+}): Promise<BenchServer> {
+  const { run, port } = options;
+  const adminPassword = `Adm1n-${randomBytes(9).toString('base64url')}`;
+  const env = {
+    ...cleanChildEnv(process.env, options.dropEnv),
+    NODE_ENV: 'production',
+    HOST,
+    PORT: String(port),
+    DATA_DIR: run.dataDir,
+    DATABASE_URL: run.databaseUrl,
+    DATABASE_SCHEMA: run.schema,
+    REDIS_URL: run.redisUrl,
+    MEZZOFY__redis__key_prefix: run.keyPrefix,
+    JWT_SECRET: randomBytes(48).toString('base64url'),
+    ADMIN_EMAIL: BENCH_ADMIN_EMAIL,
+    ADMIN_PASSWORD: adminPassword,
+    LOG_LEVEL: 'info',
+    MEZZOFY__logging__access_log: 'true',
+    MEZZOFY__rate_limit__enabled: 'true',
+    MEZZOFY__rate_limit__user_points: String(options.rateLimit.user_points),
+    MEZZOFY__rate_limit__ip_points: String(options.rateLimit.ip_points),
+    MEZZOFY__rate_limit__window_s: String(options.rateLimit.window_s),
+    ...options.env,
+  };
+  const profileDir = options.profileDir;
+  if (profileDir) {
+    // Profiles are large and machine-specific: kept out of version control.
+    mkdirSync(profileDir, { recursive: true });
+    writeFileSync(join(profileDir, '.gitignore'), '*\n');
+  }
+  const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  const server = startChild({
+    args: [...nodeArgs, '--import', 'tsx', ...options.entry],
+    env,
+    cwd: options.root,
+    stdoutFile: run.stdoutFile,
+  });
+  const base = `http://${HOST}:${port}`;
+  try {
+    await waitHttpOk(`${base}/health`, server);
+    const health = (await api<BenchServer['health']>(base, 'GET', '/health')).body;
+    const tables = await withPg(run.databaseUrl, (c) =>
+      c.query<{ n: number }>(
+        'select count(*)::int as n from information_schema.tables where table_schema = $1 and table_name = $2',
+        [run.schema, options.table],
+      ),
+    );
+    if (tables.rows[0]?.n !== 1)
+      throw new Error(`server did not create its tables in ${run.schema}`);
+    const login = await api<{ access_token: string }>(base, 'POST', '/auth/login', {
+      email: BENCH_ADMIN_EMAIL,
+      password: adminPassword,
+    });
+    if (login.status !== 200) throw new Error(`admin login: ${login.status}`);
+    return { server, base, health, adminToken: login.body.access_token };
+  } catch (err) {
+    await server.stop().catch(() => {});
+    throw err;
+  }
+}
+
+/** `count` sales reps created through the admin API and each logged in once. */
+export async function benchUsers(
+  bench: BenchServer,
+  count: number,
+  concurrency: number,
+): Promise<{ users: BenchUser[]; tokens: string[] }> {
+  const users = Array.from({ length: count }, (_, i) => ({
+    email: `bench-user-${i}@bench.invalid`,
+    name: `Bench User ${i}`,
+    password: BENCH_PASSWORD,
+    department: 'sales',
+    role: 'sales_rep',
+  }));
+  log(`creating ${count} users`);
+  await createUsers(bench.base, bench.adminToken, users, concurrency);
+  return { users, tokens: await loginAll(bench.base, users, concurrency) };
 }

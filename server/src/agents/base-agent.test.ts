@@ -14,7 +14,7 @@ import { loadSkills } from '../skills/skill-loader.ts';
 import { createSkillRegistry } from '../skills/skill-registry.ts';
 import type { ToolCall, ToolExecutor, ToolOutcome } from '../tools/tool.ts';
 import type { AgentDefinition, AgentEvent, AgentName } from './agent.ts';
-import { createAgentRunner, validateAgents } from './base-agent.ts';
+import { type AgentLimits, createAgentRunner, validateAgents } from './base-agent.ts';
 import { AGENTS } from './registry.ts';
 
 const skills = createSkillRegistry(
@@ -68,9 +68,11 @@ const principal: Principal = {
 
 /** Runs one sales turn of the base loop on a fake model and executor; its events. */
 async function runTurn(
-  llm: { stream(): AsyncGenerator<LlmEvent> },
+  llm: { stream(purpose: string): AsyncGenerator<LlmEvent> },
   executor: ToolExecutor,
   signal: AbortSignal,
+  message: ChatMessage = { role: 'user', content: [{ type: 'text', text: 'hi' }] },
+  limits: AgentLimits = { maxSteps: 5, turnTimeoutMs: 5_000 },
 ): Promise<AgentEvent[]> {
   const runner = createAgentRunner({
     llm: llm as never,
@@ -79,7 +81,7 @@ async function runTurn(
     agents: AGENTS,
     knowledge: () => '',
     clock: () => new Date(),
-    limits: { maxSteps: 5, turnTimeoutMs: 5_000 },
+    limits,
     log: pino({ level: 'silent' }),
   });
   const events: AgentEvent[] = [];
@@ -88,7 +90,7 @@ async function runTurn(
     agent: 'sales',
     sessionId: null,
     history: [],
-    message: { role: 'user', content: [{ type: 'text', text: 'hi' }] },
+    message,
     source: 'web',
     signal,
   }))
@@ -198,27 +200,13 @@ describe('which models a step goes to', () => {
         for (const e of replies[step++] ?? [{ type: 'finish', reason: 'stop' }]) yield e;
       },
     };
-    const runner = createAgentRunner({
-      llm: llm as never,
-      tools: fakeExecutor(async () => ({ status: 'ok', output: toolOutput })).executor,
-      skills,
-      agents: AGENTS,
-      knowledge: () => '',
-      clock: () => new Date(),
-      limits: { maxSteps: 5, turnTimeoutMs: 5_000, longDocumentChars: 30_000 },
-      log: pino({ level: 'silent' }),
-    });
-    const events: AgentEvent[] = [];
-    for await (const e of runner.run({
-      principal,
-      agent: 'sales',
-      sessionId: null,
-      history: [],
+    const events = await runTurn(
+      llm,
+      fakeExecutor(async () => ({ status: 'ok', output: toolOutput })).executor,
+      new AbortController().signal,
       message,
-      source: 'web',
-      signal: new AbortController().signal,
-    }))
-      events.push(e);
+      { maxSteps: 5, turnTimeoutMs: 5_000, longDocumentChars: 30_000 },
+    );
     return { purposes, statuses: events.filter((e) => e.type === 'status') };
   }
   const text = (t: string) => ({

@@ -278,23 +278,18 @@ const insertAnswerStatement = prepare<
     .with('ended', (db) =>
       db
         .updateTable('chat_sessions')
-        .set((eb) => ({
-          // A null agent keeps the session's.
-          agent: sql<string>`coalesce(${p<string | null>('agent')}, agent)`,
-          updated_at: sql<Date>`now()`,
-          turn_token: eb
-            .case()
-            .when('turn_token', '=', p('token'))
-            .then(null)
-            .else(eb.ref('turn_token'))
-            .end(),
-          turn_expires_at: eb
-            .case()
-            .when('turn_token', '=', p('token'))
-            .then(null)
-            .else(eb.ref('turn_expires_at'))
-            .end(),
-        }))
+        .set((eb) => {
+          // Cleared only while this turn's token still holds the lease.
+          const released = <C extends 'turn_token' | 'turn_expires_at'>(column: C) =>
+            eb.case().when('turn_token', '=', p('token')).then(null).else(eb.ref(column)).end();
+          return {
+            // A null agent keeps the session's.
+            agent: sql<string>`coalesce(${p<string | null>('agent')}, agent)`,
+            updated_at: sql<Date>`now()`,
+            turn_token: released('turn_token'),
+            turn_expires_at: released('turn_expires_at'),
+          };
+        })
         .where('id', '=', p('sessionId')),
     )
     .insertInto('conversations')

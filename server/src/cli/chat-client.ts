@@ -157,11 +157,7 @@ export function createChatClient(options: ChatClientOptions): ChatClient {
     refreshTimer = setTimeout(() => {
       void (async () => {
         try {
-          const pair = TokenPair.parse(
-            await rest('POST', '/auth/refresh', { refresh_token: refresh }, false),
-          );
-          access = pair.access_token;
-          refresh = pair.refresh_token;
+          await refreshTokens();
           send({ type: 'reauth', token: access });
         } catch (e) {
           err(`token refresh failed: ${(e as Error).message}`);

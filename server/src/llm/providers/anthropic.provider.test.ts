@@ -1,20 +1,16 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type FakeModelServer, startFakeModelServer } from '../../../test/fakes/model-server.ts';
 import { collectStream } from '../../../test/helpers/collect-stream.ts';
+import { SDK_TRANSPORTS } from '../../../test/helpers/sdk-transports.ts';
 import { type ChatRequest, ProviderError } from '../types.ts';
 import { createAnthropicProvider } from './anthropic.provider.ts';
-import { createHttpFetch } from './http-fetch.ts';
 
 const API_KEY = 'sk-ant-test-0123456789abcdef';
 const PNG_BASE64 =
   'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==';
 
 let fake: FakeModelServer;
-/** Every test runs over both transports the SDK can be given: its default fetch and ours. */
-const TRANSPORTS = [
-  ['the global fetch', undefined],
-  ['node:http (http-fetch.ts)', createHttpFetch()],
-] as const;
+/** Set per transport: every test runs over both (SDK_TRANSPORTS). */
 let transportFetch: typeof globalThis.fetch | undefined;
 
 beforeAll(async () => {
@@ -52,7 +48,7 @@ async function failure(request: ChatRequest, options?: Parameters<typeof provide
   return { events, error: error as ProviderError };
 }
 
-describe.each(TRANSPORTS)('over %s', (_name, transport) => {
+describe.each(SDK_TRANSPORTS)('over %s', (_name, transport) => {
   beforeAll(() => {
     transportFetch = transport;
   });

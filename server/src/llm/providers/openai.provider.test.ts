@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type FakeModelServer, startFakeModelServer } from '../../../test/fakes/model-server.ts';
 import { collectStream } from '../../../test/helpers/collect-stream.ts';
+import { SDK_TRANSPORTS } from '../../../test/helpers/sdk-transports.ts';
 import { type ChatRequest, ProviderError, type StreamEvent } from '../types.ts';
 import { createAnthropicProvider } from './anthropic.provider.ts';
-import { createHttpFetch } from './http-fetch.ts';
 import { createOpenAiCompatibleProvider } from './openai.provider.ts';
 
 const API_KEY = 'sk-moonshot-test-0123456789abcdef';
@@ -11,11 +11,7 @@ const JPEG_BASE64 =
   '/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////2wBDAf//////////////////////////////////////////wAARCAABAAEDASIAAhEBAxEB/8QAFAABAAAAAAAAAAAAAAAAAAAAA//EABQQAQAAAAAAAAAAAAAAAAAAAAD/2gAMAwEAAhADEAAAAT//2Q==';
 
 let fake: FakeModelServer;
-/** Every test runs over both transports the SDK can be given: its default fetch and ours. */
-const TRANSPORTS = [
-  ['the global fetch', undefined],
-  ['node:http (http-fetch.ts)', createHttpFetch()],
-] as const;
+/** Set per transport: every test runs over both (SDK_TRANSPORTS). */
 let transportFetch: typeof globalThis.fetch | undefined;
 
 beforeAll(async () => {
@@ -56,7 +52,7 @@ function toolCallsOf(events: StreamEvent[]) {
   return events.filter((e) => e.type === 'tool-call');
 }
 
-describe.each(TRANSPORTS)('over %s', (_name, transport) => {
+describe.each(SDK_TRANSPORTS)('over %s', (_name, transport) => {
   beforeAll(() => {
     transportFetch = transport;
   });

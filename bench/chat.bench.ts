@@ -34,6 +34,8 @@
  *   BENCH_LATENCY_USERS  concurrent users in the overhead and ttft phases, default 10
  *   BENCH_SESSION_TURNS  turns per session before a user starts a new one, default 10
  *   BENCH_ROLE           process role of the server, default all
+ *   BENCH_CLUSTER=N      N `--role=api` server processes behind node:cluster
+ *                        (bench/cluster-launcher.ts) instead of one `--role=all` process
  *   BENCH_PROFILE=1      run the server with --cpu-prof (profiles in bench/results/profiles) and
  *                        print the profile summary of the throughput phase
  *   BENCH_KEEP_LOG=1     keep the server's stdout (the logs) instead of deleting it
@@ -99,7 +101,10 @@ const SESSION_TURNS = Number(env.BENCH_SESSION_TURNS ?? 10);
 const ROLE = env.BENCH_ROLE ?? 'all';
 const PROFILE = env.BENCH_PROFILE === '1';
 const SETUP_CONCURRENCY = 4;
-const SERVER_ENTRY = ['server/src/main.ts', `--role=${ROLE}`];
+const CLUSTER = Number(env.BENCH_CLUSTER ?? 0);
+const SERVER_ENTRY = CLUSTER
+  ? ['bench/cluster-launcher.ts']
+  : ['server/src/main.ts', `--role=${ROLE}`];
 const LAUNCHER_ENTRY = ['bench/fake-model-launcher.ts'];
 
 /** The users are sales reps: chat:use and agent:sales (server/config/roles.yaml). */
@@ -534,6 +539,7 @@ async function main(): Promise<number> {
         ANTHROPIC_API_KEY: FAKE_API_KEY,
         ANTHROPIC_BASE_URL: fake.url,
         MEZZOFY__llm__models__chat: MODEL,
+        ...(CLUSTER ? { BENCH_CLUSTER: String(CLUSTER) } : {}),
       },
       profileDir: PROFILE ? profileDir : undefined,
       table: 'conversations',
@@ -940,7 +946,7 @@ async function main(): Promise<number> {
       load_average_after: loadAverage(),
       server: {
         command: `node ${PROFILE ? '--cpu-prof ' : ''}--import tsx ${SERVER_ENTRY.join(' ')}`,
-        processes: '1',
+        processes: CLUSTER ? `${CLUSTER} api workers (node:cluster)` : '1',
         db_engine: health.checks.database?.engine,
         database: `${DATABASE_URL.replace(/\/\/[^@]*@/, '//')} schema ${schema}`,
         redis: `${REDIS_URL} prefix ${keyPrefix}`,

@@ -223,13 +223,7 @@ export function processTreeCpuMs(pid: number | undefined): number | undefined {
   const own = processCpuMs(pid);
   if (own === undefined || !pid) return own;
   let total = own;
-  try {
-    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
-    for (const child of children ? children.split(/\s+/) : [])
-      total += processCpuMs(Number(child)) ?? 0;
-  } catch {
-    // no children file: count the process alone
-  }
+  for (const child of processTree(pid).slice(1)) total += processCpuMs(child) ?? 0;
   return total;
 }
 
@@ -479,20 +473,35 @@ export function pidsCpuMs(pids: number[]): number {
   return total;
 }
 
+/** A process and its direct children (cluster workers), from /proc. */
+function processTree(pid: number): number[] {
+  try {
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+    return [pid, ...(children ? children.split(/\s+/).map(Number) : [])];
+  } catch {
+    return [pid];
+  }
+}
+
 /**
- * The PostgreSQL backend processes serving `pid`'s open connections (Linux): the process's
- * TCP sockets to the database port, matched by client port in pg_stat_activity. Lets a bench
- * count the database CPU its server causes, apart from anyone else's on the same PostgreSQL.
+ * The PostgreSQL backend processes serving `pid`'s (and its cluster workers') connections, so
+ * a bench counts the database CPU its server causes, apart from anyone else's on the same
+ * PostgreSQL. Our server names each connection `mezzofy-<role>:<pid>` (application_name),
+ * whatever the transport (TCP or a Unix socket); any other process (Linux) is matched by its
+ * TCP sockets to the database port, by client port in pg_stat_activity.
  */
 export async function postgresBackendPids(pid: number, databaseUrl: string): Promise<number[]> {
-  const dbPort = Number(new URL(databaseUrl).port || 5432);
+  const pids = processTree(pid);
+  const dbPort = Number(new URL(databaseUrl.replace(/@\//, '@localhost/')).port || 5432);
   const inodes = new Set<string>();
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m) inodes.add(m[1]!);
-    } catch {
-      // closed meanwhile
+  for (const owner of pids) {
+    for (const fd of readdirSync(`/proc/${owner}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${owner}/fd/${fd}`));
+        if (m) inodes.add(m[1]!);
+      } catch {
+        // closed meanwhile
+      }
     }
   }
   const clientPorts: number[] = [];
@@ -511,11 +520,14 @@ export async function postgresBackendPids(pid: number, databaseUrl: string): Pro
       if (remote === dbPort) clientPorts.push(local);
     }
   }
-  if (clientPorts.length === 0) return [];
   const res = await withPg(databaseUrl, (c) =>
-    c.query<{ pid: number }>('select pid from pg_stat_activity where client_port = any($1)', [
-      clientPorts,
-    ]),
+    c.query<{ pid: number }>(
+      `select pid from pg_stat_activity
+        where client_port = any($1)
+           or (application_name like 'mezzofy-%:%'
+               and split_part(application_name, ':', 2) = any($2))`,
+      [clientPorts, pids.map(String)],
+    ),
   );
   return res.rows.map((r) => r.pid);
 }
@@ -697,6 +709,8 @@ export async function startBenchServer(options: {
     writeFileSync(join(profileDir, '.gitignore'), '*\n');
   }
   const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  // Experiments with V8 and Node flags (e.g. BENCH_NODE_ARGS=--max-semi-space-size=64).
+  nodeArgs.push(...(process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean));
   const server = startChild({
     args: [...nodeArgs, '--import', 'tsx', ...options.entry],
     env,

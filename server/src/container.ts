@@ -109,6 +109,10 @@ export interface Container {
   close(): Promise<void>;
 }
 
+/** `mezzofy-<role>:<pid>` in pg_stat_activity: the process behind each connection. */
+export const databaseApplicationName = (role: string, pid = process.pid) =>
+  `mezzofy-${role}:${pid}`;
+
 export async function openDatabase(config: ResolvedConfig): Promise<Database> {
   return createDatabase({
     url: config.database.url,
@@ -116,6 +120,7 @@ export async function openDatabase(config: ResolvedConfig): Promise<Database> {
     pgliteDir: join(config.data_dir, 'pgdata'),
     poolMax: config.database.pool_max,
     statementTimeoutMs: config.database.statement_timeout_ms,
+    applicationName: databaseApplicationName(config.process_role),
   });
 }
 

@@ -10,6 +10,7 @@
 import type { ChatReply, ChatSessionDetail, ChatSessionList } from '@mezzofy/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeModelServer, startFakeModelServer } from './fakes/model-server.ts';
+import { waitFor } from './helpers/processes.ts';
 import { createTestApp, type TestApp } from './helpers/test-app.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts';
 
@@ -114,6 +115,50 @@ describe('POST /chat/send', () => {
     expect(history).toContain('The first answer about pelicans.');
     expect(bodyOf(1).messages.at(-1)!.role).toBe('user');
     expect(JSON.stringify(bodyOf(1).messages.at(-1))).toContain('And more?');
+  });
+
+  it('a message naming its agent in an existing session: history, explicit route, new agent', async () => {
+    const exec = await t.userWithToken('executive');
+    fake.clear();
+    fake.script('anthropic', 'About pelicans.', 'Support here.', 'Still support.');
+    const first = (
+      await send(exec.token, { message: 'Tell me about pelicans', agent: 'sales' })
+    ).json() as ChatReply;
+    const res = await send(exec.token, {
+      message: 'Open a ticket',
+      session_id: first.session_id,
+      agent: 'support',
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toMatchObject({
+      session_id: first.session_id,
+      agent: 'support',
+      routed_by: 'explicit',
+      text: 'Support here.',
+    });
+    const history = JSON.stringify(bodyOf(1).messages);
+    expect(history).toContain('Tell me about pelicans');
+    expect(history).toContain('About pelicans.');
+    expect(JSON.stringify(bodyOf(1).messages.at(-1))).toContain('Open a ticket');
+    // The named agent is now the session's: the next unnamed message stays with it.
+    const third = await send(exec.token, { message: 'And then?', session_id: first.session_id });
+    expect(third.json()).toMatchObject({ agent: 'support', routed_by: 'session' });
+    const rows = await rowsOf(first.session_id);
+    expect(rows.map((r) => [r.role, r.content])).toEqual([
+      ['user', 'Tell me about pelicans'],
+      ['assistant', 'About pelicans.'],
+      ['user', 'Open a ticket'],
+      ['assistant', 'Support here.'],
+      ['user', 'And then?'],
+      ['assistant', 'Still support.'],
+    ]);
+    expect(rows[2]!.metadata).toMatchObject({ agent: 'support' });
+    const lease = await t.db
+      .selectFrom('chat_sessions')
+      .select(['turn_token', 'agent'])
+      .where('id', '=', first.session_id)
+      .executeTakeFirstOrThrow();
+    expect(lease).toEqual({ turn_token: null, agent: 'support' });
   });
 
   it('routes by keyword when no agent is named', async () => {
@@ -259,6 +304,9 @@ describe('sessions', () => {
     expect((await t.inject(other.token, { method: 'DELETE', url })).statusCode).toBe(404);
     const s = await send(other.token, { message: 'hijack', session_id: reply.session_id });
     expect(s.statusCode).toBe(404);
+    // Naming an agent takes the one-statement path (lease, message, history): 404 too.
+    const named = { message: 'hijack', session_id: reply.session_id, agent: 'sales' };
+    expect((await send(other.token, named)).statusCode).toBe(404);
     expect(fake.counts.anthropic).toBe(1);
     // Still the owner's, untouched.
     const mine = await t.inject(owner.token, { method: 'GET', url });
@@ -287,6 +335,9 @@ describe('sessions', () => {
     expect(
       (await send(user.token, { message: 'again', session_id: reply.session_id })).statusCode,
     ).toBe(404);
+    const named = { message: 'again', session_id: reply.session_id, agent: 'sales' };
+    expect((await send(user.token, named)).statusCode).toBe(404);
+    expect(await rowsOf(reply.session_id)).toHaveLength(2);
     const list = (await t.inject(user.token, { method: 'GET', url: '/chat/sessions' })).json();
     expect(list.items).toEqual([]);
     const row = await t.db
@@ -490,5 +541,87 @@ describe('two processes on one database', () => {
       await two.inject(user.token, { method: 'GET', url: '/chat/sessions' })
     ).json() as ChatSessionList;
     expect(list.items.map((i) => i.id)).toEqual([(a!.json() as ChatReply).session_id]);
+  });
+
+  it('one session, a named agent, two processes: the second waits and sees the first', async () => {
+    const user = await one.userWithToken('executive');
+    fake.clear();
+    fake.script('anthropic', 'opened');
+    const opened = (
+      await one.inject(user.token, {
+        method: 'POST',
+        url: '/chat/send',
+        payload: { message: 'open', agent: 'sales' },
+      })
+    ).json() as ChatReply;
+    fake.clear();
+    fake.script('anthropic', { text: 'Slow reply from one.', delayMs: 300 }, 'Reply from two.');
+    const payload = (message: string) => ({
+      message,
+      session_id: opened.session_id,
+      agent: 'sales',
+    });
+    const a = one.inject(user.token, { method: 'POST', url: '/chat/send', payload: payload('A') });
+    // Two sends only once one holds the lease (its model request has arrived).
+    await waitFor(() => fake.requests.length === 1, 5_000, 'the first model request');
+    const b = await two.inject(user.token, {
+      method: 'POST',
+      url: '/chat/send',
+      payload: payload('B'),
+    });
+    expect((await a).json().text).toBe('Slow reply from one.');
+    expect(b.json().text).toBe('Reply from two.');
+    const secondHistory = JSON.stringify((fake.requests[1]!.body as Body).messages);
+    expect(secondHistory).toContain('Slow reply from one.');
+    const rows = await testDb.database.db
+      .selectFrom('conversations')
+      .select('content')
+      .where('session_id', '=', opened.session_id)
+      .orderBy('created_at')
+      .execute();
+    expect(rows.map((r) => r.content)).toEqual([
+      'open',
+      'opened',
+      'A',
+      'Slow reply from one.',
+      'B',
+      'Reply from two.',
+    ]);
+  });
+
+  it('a duplicate client_message_id in one session with a named agent: one model call', async () => {
+    const user = await one.userWithToken('executive');
+    fake.clear();
+    fake.script('anthropic', 'opened');
+    const opened = (
+      await one.inject(user.token, {
+        method: 'POST',
+        url: '/chat/send',
+        payload: { message: 'open', agent: 'sales' },
+      })
+    ).json() as ChatReply;
+    fake.clear();
+    fake.script('anthropic', { text: 'Only once.', delayMs: 300 });
+    const payload = {
+      message: 'Same twice',
+      session_id: opened.session_id,
+      agent: 'sales',
+      client_message_id: 'named-dup-1',
+    };
+    const [a, b] = await Promise.all(
+      [one, two].map((app) =>
+        app.inject(user.token, { method: 'POST', url: '/chat/send', payload }),
+      ),
+    );
+    expect(a!.statusCode).toBe(200);
+    expect(b!.json()).toEqual(a!.json());
+    expect(fake.counts.anthropic).toBe(1);
+    const session = await testDb.database.db
+      .selectFrom('chat_sessions')
+      .select('turn_token')
+      .where('id', '=', opened.session_id)
+      .executeTakeFirstOrThrow();
+    // The loser held the lease to find the duplicate; it gave it back.
+    expect(session.turn_token).toBeNull();
   });
 });

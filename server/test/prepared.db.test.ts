@@ -5,6 +5,7 @@
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { databaseApplicationName } from '../src/container.ts';
 import { createDatabase, type Database } from '../src/db/database.ts';
 import { prepare, runPrepared } from '../src/db/prepared.ts';
 import { createTestDatabase, type TestDatabase, testEngine } from './helpers/test-database.ts';
@@ -181,6 +182,27 @@ describe('where it runs', () => {
       expect(await held(single.db)).toHaveLength(1);
     } finally {
       await single.close();
+    }
+  });
+
+  it('PostgreSQL: each connection names the process that holds it (application_name)', async () => {
+    if (testEngine() !== 'postgres') return;
+    const name = databaseApplicationName('api', 4242);
+    expect(name).toBe('mezzofy-api:4242');
+    const named = await createDatabase({
+      url: testDb.url!,
+      schema: testDb.schema!,
+      applicationName: name,
+    });
+    try {
+      const { rows } = await sql<{
+        application_name: string;
+      }>`select application_name from pg_stat_activity where pid = pg_backend_pid()`.execute(
+        named.db,
+      );
+      expect(rows).toEqual([{ application_name: name }]);
+    } finally {
+      await named.close();
     }
   });
 });

@@ -1,8 +1,9 @@
 /** Chat sessions and their messages (`chat_sessions`, `conversations`). */
-import { sql } from 'kysely';
+import { type QueryCreator, sql } from 'kysely';
 import type { Executor } from '../db/executor.ts';
 import { cursorShapes, decodeCursor, timeKey } from '../db/pagination.ts';
-import { prepare, runPrepared } from '../db/prepared.ts';
+import { type Param, prepare, runPrepared } from '../db/prepared.ts';
+import type { DB } from '../db/schema.ts';
 import {
   USAGE_COLUMNS,
   type UsageRow,
@@ -88,22 +89,27 @@ const MESSAGE_COLUMNS = [
   'created_at',
 ] as const;
 
+/** The lease: the user's own, not deleted session whose lease is free or expired. */
+const leaseUpdate = (
+  db: QueryCreator<DB>,
+  p: Param<'userId' | 'sessionId' | 'token' | 'leaseMs'>,
+) =>
+  db
+    .updateTable('chat_sessions')
+    .set({
+      turn_token: p('token'),
+      turn_expires_at: leaseEnd(p<number>('leaseMs')),
+    })
+    .where('id', '=', p('sessionId'))
+    .where('user_id', '=', p('userId'))
+    .where('deleted_at', 'is', null)
+    .where((eb) =>
+      eb.or([eb('turn_token', 'is', null), eb('turn_expires_at', '<', sql<Date>`now()`)]),
+    );
+
 const leaseStatement = prepare<SessionRow, 'userId' | 'sessionId' | 'token' | 'leaseMs'>(
   'chat_lease_session',
-  (db, p) =>
-    db
-      .updateTable('chat_sessions')
-      .set({
-        turn_token: p('token'),
-        turn_expires_at: leaseEnd(p<number>('leaseMs')),
-      })
-      .where('id', '=', p('sessionId'))
-      .where('user_id', '=', p('userId'))
-      .where('deleted_at', 'is', null)
-      .where((eb) =>
-        eb.or([eb('turn_token', 'is', null), eb('turn_expires_at', '<', sql<Date>`now()`)]),
-      )
-      .returning(SESSION_COLUMNS),
+  (db, p) => leaseUpdate(db, p).returning(SESSION_COLUMNS),
 );
 
 /**
@@ -259,6 +265,131 @@ export async function insertUserMessage(
     else earlier.push(row);
   }
   return { message, earlier };
+}
+
+/** One row of the lease-and-insert statement: the session (part 0) or a message. */
+type LeaseInsertRow = MessageRow & {
+  /** 0: the leased session (in `session`), 1: an earlier message, 2: the inserted one. */
+  part: 0 | 1 | 2;
+  session: Record<string, unknown> | null;
+};
+
+const leaseAndInsertStatement = prepare<
+  LeaseInsertRow,
+  'userId' | 'sessionId' | 'token' | 'leaseMs' | 'content' | 'clientMessageId' | 'metadata'
+>('chat_lease_insert_user_message', (db, p) =>
+  db
+    .with('lease', (db) => leaseUpdate(db, p).returning(SESSION_COLUMNS))
+    // Only into the session just leased: nothing is stored when the lease is not taken.
+    .with('ins', (db) =>
+      db
+        .insertInto('conversations')
+        .columns(['user_id', 'session_id', 'role', 'content', 'client_message_id', 'metadata'])
+        .expression((eb) =>
+          eb
+            .selectFrom('lease')
+            .select([
+              'lease.user_id',
+              'lease.id',
+              sql<string>`'user'`.as('role'),
+              sql<string>`cast(${p('content')} as text)`.as('content'),
+              sql<string | null>`cast(${p('clientMessageId')} as text)`.as('client_message_id'),
+              sql<string>`cast(${p('metadata')} as jsonb)`.as('metadata'),
+            ]),
+        )
+        .onConflict((oc) =>
+          oc
+            .columns(['user_id', 'client_message_id'])
+            .where('client_message_id', 'is not', null)
+            .doNothing(),
+        )
+        .returning(MESSAGE_COLUMNS),
+    )
+    .selectFrom('lease')
+    .select([
+      sql<number>`0`.as('part'),
+      sql<Record<string, unknown> | null>`json_build_object(${sql.join(
+        SESSION_COLUMNS.map((c) => sql`${sql.lit(c)}, ${sql.ref(`lease.${c}`)}`),
+      )})`.as('session'),
+      sql<string>`null::uuid`.as('id'),
+      sql<string>`null::text`.as('role'),
+      sql<string>`null::text`.as('content'),
+      sql<Record<string, unknown> | null>`null::jsonb`.as('metadata'),
+      sql<string | null>`null::text`.as('client_message_id'),
+      sql<Date>`null::timestamptz`.as('created_at'),
+    ])
+    // The session's earlier messages (the main query does not see the CTE's insert), and
+    // only once the lease is held.
+    .unionAll((eb) =>
+      eb
+        .selectFrom('conversations')
+        .select([sql<number>`1`.as('part'), sql<null>`null::json`.as('session')])
+        .select(MESSAGE_COLUMNS)
+        .where('session_id', '=', p('sessionId'))
+        .where((eb) => eb.exists(eb.selectFrom('lease').select('lease.id'))),
+    )
+    .unionAll((eb) =>
+      eb
+        .selectFrom('ins')
+        .select([sql<number>`2`.as('part'), sql<null>`null::json`.as('session')])
+        .select(MESSAGE_COLUMNS),
+    )
+    .orderBy('part')
+    .orderBy('created_at')
+    .orderBy('id'),
+);
+
+const SESSION_DATES = [
+  'created_at',
+  'updated_at',
+  'deleted_at',
+  'turn_expires_at',
+  'summary_through',
+] as const;
+
+/** A session row read back from JSON: its timestamps as Dates again, as pg gives them. */
+function sessionFromJson(json: Record<string, unknown>): SessionRow {
+  const row = { ...json } as Record<string, unknown>;
+  for (const key of SESSION_DATES) {
+    const value = row[key];
+    row[key] = typeof value === 'string' ? new Date(value) : null;
+  }
+  return row as unknown as SessionRow;
+}
+
+/**
+ * Takes the session's turn lease and, once it is held, inserts the user message and returns
+ * the session's earlier messages: leaseSession and insertUserMessage in one statement, for a
+ * turn whose agent is known before the session is read (named by the request). Undefined when
+ * the lease is not taken (the session is not the user's, deleted, or busy): then nothing is
+ * stored. `message` is undefined when this user already sent the client_message_id.
+ */
+export async function leaseAndInsertUserMessage(
+  db: Executor,
+  lease: { token: string; leaseMs: number },
+  values: Parameters<typeof insertUserMessage>[1],
+): Promise<
+  { session: SessionRow; message: MessageRow | undefined; earlier: MessageRow[] } | undefined
+> {
+  const rows = await runPrepared(db, leaseAndInsertStatement, {
+    userId: values.user_id,
+    sessionId: values.session_id,
+    token: lease.token,
+    leaseMs: lease.leaseMs,
+    content: values.content,
+    clientMessageId: values.client_message_id,
+    metadata: JSON.stringify(values.metadata),
+  });
+  const first = rows[0];
+  if (first?.part !== 0 || !first.session) return undefined;
+  let message: MessageRow | undefined;
+  const earlier: MessageRow[] = [];
+  for (let i = 1; i < rows.length; i++) {
+    const { part, session: _, ...row } = rows[i]!;
+    if (part === 2) message = row;
+    else earlier.push(row);
+  }
+  return { session: sessionFromJson(first.session), message, earlier };
 }
 
 const insertAnswerStatement = prepare<

@@ -53,6 +53,7 @@ import {
   insertAnswerAndEndTurn,
   insertSession,
   insertUserMessage,
+  leaseAndInsertUserMessage,
   leaseSession,
   listMessages,
   listSessions,
@@ -232,22 +233,23 @@ export function createChatService(deps: ChatServiceDeps) {
   }
 
   /**
-   * Waits for the session's turn lease (another process may be running a turn in it).
-   * Undefined when the session is not the user's or was deleted.
+   * Waits for the session's turn lease (another process may be running a turn in it), taken
+   * by `take` (leaseSession, or leaseAndInsertUserMessage). Undefined when the session is not
+   * the user's or was deleted.
    */
-  async function lease(
+  async function lease<T>(
     userId: string,
     sessionId: string,
-    token: string,
+    take: () => Promise<T | undefined>,
     callerSignal?: AbortSignal,
-  ): Promise<SessionRow | undefined> {
+  ): Promise<T | undefined> {
     const deadline = Date.now() + limits.turnWaitMs;
     for (let pause = 20; ; pause = Math.min(pause * 2, 250)) {
       if (closing) throw shuttingDown();
       if (callerSignal?.aborted)
         throw new AppError('conflict', 'cancelled before the turn started; nothing was stored');
-      const row = await leaseSession(db, userId, sessionId, token, limits.turnLeaseMs);
-      if (row) return row;
+      const taken = await take();
+      if (taken) return taken;
       if (!(await findOwnSession(db, userId, sessionId))) return undefined;
       if (Date.now() >= deadline)
         throw new AppError(
@@ -257,6 +259,9 @@ export function createChatService(deps: ChatServiceDeps) {
       await sleep(pause);
     }
   }
+
+  const leaseOnly = (userId: string, sessionId: string, token: string) => () =>
+    leaseSession(db, userId, sessionId, token, limits.turnLeaseMs);
 
   /**
    * Runs `work` as the session's running turn on this process: cancellable by the caller's
@@ -380,16 +385,37 @@ export function createChatService(deps: ChatServiceDeps) {
         source,
       });
     const token = randomUUID();
+    const userRow = (decision: RouteDecision) => ({
+      user_id: principal.id,
+      session_id: sessionId,
+      content: input.message,
+      client_message_id: input.client_message_id ?? null,
+      metadata: {
+        ...(input.client_message_id ? { client_message_id: input.client_message_id } : {}),
+        agent: decision.agent,
+        ...(options.media
+          ? {
+              media: {
+                type: options.media.mediaType,
+                bytes: options.media.data.byteLength,
+                name: options.media.name,
+              },
+            }
+          : {}),
+      },
+    });
     // A new session is routed first (a refused agent creates nothing) and created holding
-    // its lease; an existing one is routed once its lease (which checks ownership) is held.
+    // its lease. So is a message that names its agent: its lease, user message and history
+    // are then one statement. Otherwise the session is routed once its lease (which checks
+    // ownership) is held, by the session's agent.
     let created: SessionRow | undefined;
-    let newDecision: RouteDecision | undefined;
+    let early: RouteDecision | undefined;
+    if (!existingId || input.agent) early = await route(null);
     if (!existingId) {
-      newDecision = await route(null);
       created = await insertSession(db, {
         user_id: principal.id,
         title: titleOf(input.message || options.media?.name || 'Image'),
-        agent: newDecision.agent,
+        agent: early!.agent,
         turn_token: token,
         leaseMs: limits.turnLeaseMs,
       });
@@ -397,31 +423,34 @@ export function createChatService(deps: ChatServiceDeps) {
     const sessionId = existingId ?? created!.id;
 
     return inSessionQueue(sessionId, async () => {
-      const current = created ?? (await lease(principal.id, sessionId, token, options.signal));
+      let current = created;
+      let stored: Awaited<ReturnType<typeof insertUserMessage>> | undefined;
+      if (!current && early) {
+        const taken = await lease(
+          principal.id,
+          sessionId,
+          () =>
+            leaseAndInsertUserMessage(db, { token, leaseMs: limits.turnLeaseMs }, userRow(early)),
+          options.signal,
+        );
+        current = taken?.session;
+        stored = taken;
+      } else if (!current) {
+        current = await lease(
+          principal.id,
+          sessionId,
+          leaseOnly(principal.id, sessionId, token),
+          options.signal,
+        );
+      }
       // Not the user's, or deleted (perhaps while this send waited its turn).
       if (!current) throw notFound('chat session');
+      const session = current;
       return asRunningTurn(principal.id, sessionId, token, options.signal, async (signal) => {
-        const decision = newDecision ?? (await route(current.agent));
+        const decision = early ?? (await route(session.agent));
         // The earlier messages come back from the same statement as the insert.
-        const { message: userMessage, earlier } = await insertUserMessage(db, {
-          user_id: principal.id,
-          session_id: sessionId,
-          content: input.message,
-          client_message_id: input.client_message_id ?? null,
-          metadata: {
-            ...(input.client_message_id ? { client_message_id: input.client_message_id } : {}),
-            agent: decision.agent,
-            ...(options.media
-              ? {
-                  media: {
-                    type: options.media.mediaType,
-                    bytes: options.media.data.byteLength,
-                    name: options.media.name,
-                  },
-                }
-              : {}),
-          },
-        });
+        const { message: userMessage, earlier } =
+          stored ?? (await insertUserMessage(db, userRow(decision)));
         if (!userMessage) {
           // Lost the race to another process with the same client_message_id.
           const first = await findByClientMessageId(db, principal.id, input.client_message_id!);
@@ -437,7 +466,7 @@ export function createChatService(deps: ChatServiceDeps) {
         try {
           const history = await historyFor({
             principal,
-            session: current,
+            session,
             rows: earlier,
             source,
             signal,
@@ -549,7 +578,7 @@ export function createChatService(deps: ChatServiceDeps) {
       const token = randomUUID();
       let session: SessionRow | undefined;
       try {
-        session = await lease(principal.id, sessionId, token);
+        session = await lease(principal.id, sessionId, leaseOnly(principal.id, sessionId, token));
       } catch (err) {
         // Shutdown, or the session stayed busy: the decision stands, the turn does not go on.
         publishError(err);

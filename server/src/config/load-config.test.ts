@@ -65,6 +65,11 @@ describe('parseConfig', () => {
       ],
       [{ PROCESS_ROLE: 'chef' }, /^config error: process_role: .*\(from PROCESS_ROLE\)$/],
       [{ LOG_LEVEL: 'loud' }, /^config error: logging\.level: /],
+      [
+        { DATABASE_URL: 'not a url', JWT_SECRET: 'j'.repeat(40) },
+        /^config error: database\.url: not a valid URL$/,
+      ],
+      [{ REDIS_URL: 'redis://' + ' x' }, /^config error: redis\.url: not a valid URL$/],
       [{ MEZZOFY__auth__argon2__memory_kib: '1024' }, /^config error: auth\.argon2\.memory_kib: /],
     ];
     for (const [env, pattern] of cases) {
@@ -102,6 +107,17 @@ describe('parseConfig', () => {
     const { config } = parseConfig({ env: { CONFIG_FILE: file, PORT: '8200' } });
     expect(config.server.port).toBe(8200);
     expect(config.server.host).toBe('127.0.0.1');
+  });
+
+  it('accepts PostgreSQL URLs in the libpq forms, Unix sockets included', () => {
+    for (const url of [
+      'postgres://mezzofy:secret@127.0.0.1:5432/mezzofy_ai',
+      'postgresql://mezzofy@/mezzofy_ai?host=/var/run/postgresql',
+      'postgres:///mezzofy_ai?host=/var/run/postgresql',
+    ]) {
+      const env = { DATABASE_URL: url, JWT_SECRET: 'j'.repeat(40) };
+      expect(parseConfig({ env, ignoreFile: true }).config.database.url, url).toBe(url);
+    }
   });
 
   it('reads server/config/.env (ENV_FILE) under the real environment', () => {

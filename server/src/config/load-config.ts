@@ -175,13 +175,23 @@ export function parseConfig(options: LoadConfigOptions = {}): {
       'config error: auth.jwt_secret: required when DATABASE_URL is set (set JWT_SECRET, 32+ characters)',
     );
   }
-  for (const [key, url] of [
-    ['database.url', config.database.url],
-    ['redis.url', config.redis.url],
-  ] as const) {
-    if (url && !URL.canParse(url)) throw new ConfigError(`config error: ${key}: not a valid URL`);
-  }
+  if (config.database.url && !isDatabaseUrl(config.database.url))
+    throw new ConfigError('config error: database.url: not a valid URL');
+  if (config.redis.url && !URL.canParse(config.redis.url))
+    throw new ConfigError('config error: redis.url: not a valid URL');
   return { config, file: usedFile };
+}
+
+/**
+ * A PostgreSQL connection URL, libpq's forms included: `postgres://user@/db?host=/run/postgresql`
+ * (a Unix socket: an empty host after the user, which WHATWG URLs refuse) and
+ * `postgres:///db?host=...`.
+ */
+export function isDatabaseUrl(url: string): boolean {
+  return (
+    URL.canParse(url) ||
+    URL.canParse(url.replace(/^(postgres(?:ql)?:\/\/[^/@]*@)\//, '$1localhost/'))
+  );
 }
 
 const JWT_SECRET_FILE = 'jwt-secret';

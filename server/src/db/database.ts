@@ -39,6 +39,8 @@ export interface DatabaseOptions {
   statementTimeoutMs?: number;
   /** PostgreSQL schema to use (tests isolate each file in its own schema). */
   schema?: string | undefined;
+  /** Shown in pg_stat_activity: which process holds a connection. */
+  applicationName?: string | undefined;
 }
 
 export async function createDatabase(options: DatabaseOptions): Promise<Database> {
@@ -47,6 +49,7 @@ export async function createDatabase(options: DatabaseOptions): Promise<Database
     if (options.schema) runtime.push(`-c search_path=${options.schema}`);
     const pool = new pg.Pool({
       connectionString: options.url,
+      ...(options.applicationName ? { application_name: options.applicationName } : {}),
       max: options.poolMax ?? 10,
       options: runtime.join(' '),
       connectionTimeoutMillis: 5_000,

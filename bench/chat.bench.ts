@@ -14,7 +14,8 @@
  *               turns/s counting 2xx only
  *   ttft        WebSocket /chat/ws, BENCH_LATENCY_USERS sockets, BENCH_LATENCY_S: chat.send to
  *               the first text.delta
- *   direct      the server's own model request (captured by the fake) replayed from this
+ *   direct      the server's own model request (captured by the fake, asked streaming as a
+ *               WebSocket turn asks it; a REST turn asks for the whole answer) replayed from this
  *               process straight to the fake with node:http, BENCH_LATENCY_USERS at a time,
  *               BENCH_DIRECT_S: the model's own time to first token and round trip
  * Each user continues its own session and starts a new one every BENCH_SESSION_TURNS turns.
@@ -594,10 +595,13 @@ async function main(): Promise<number> {
       fake,
       '/last-request',
     );
-    const capturedBody = JSON.stringify(captured.body);
     const capturedShape = captured.body as { stream?: boolean; messages?: unknown[] };
-    if (capturedShape.stream !== true)
-      throw new Error('the server sent a non-streaming model request');
+    // A REST turn is read by nobody as it is written: the server asks for the whole answer.
+    if (capturedShape.stream !== false)
+      throw new Error('a REST turn sent a streaming model request');
+    // The direct phase replays it as the WebSocket's turn sends it: streaming, so that it
+    // measures the model's own time to first token too.
+    const capturedBody = JSON.stringify({ ...capturedShape, stream: true });
 
     // Database activity: pg_stat_user_tables of the run's schema, before and after the turns.
     const tableStats = () =>

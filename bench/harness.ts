@@ -701,6 +701,13 @@ export async function startBenchServer(options: {
     MEZZOFY__rate_limit__ip_points: String(options.rateLimit.ip_points),
     MEZZOFY__rate_limit__window_s: String(options.rateLimit.window_s),
     ...options.env,
+    // Experiments with the server's configuration (e.g. MEZZOFY__database__pool_max=20).
+    ...Object.fromEntries(
+      (process.env.BENCH_SERVER_ENV ?? '')
+        .split(/\s+/)
+        .filter(Boolean)
+        .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+    ),
   };
   const profileDir = options.profileDir;
   if (profileDir) {

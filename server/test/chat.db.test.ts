@@ -67,6 +67,8 @@ describe('POST /chat/send', () => {
     });
     expect(reply.model).toBeTruthy();
     expect(fake.counts.anthropic).toBe(1);
+    // Nobody reads a REST turn as it is written: the model is asked for the whole answer.
+    expect(fake.requests[0]!.stream).toBe(false);
 
     const session = await t.db
       .selectFrom('chat_sessions')

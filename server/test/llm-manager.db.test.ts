@@ -118,12 +118,13 @@ async function run(
   ctx: LlmCallContext,
   purpose: ModelPurpose = 'chat',
   onEvent?: (e: LlmEvent) => void,
+  request: LlmRequest = REQUEST,
 ) {
   const events: LlmEvent[] = [];
   let result: LlmResult | undefined;
   let error: unknown;
   try {
-    const it = h.manager.stream(purpose, REQUEST, ctx);
+    const it = h.manager.stream(purpose, request, ctx);
     for (;;) {
       const step = await it.next();
       if (step.done) {
@@ -376,6 +377,41 @@ describe('retries and failover', () => {
     h.primary.script({ ...answer(), delayMs: 30 });
     const { result } = await run(h, await salesCtx());
     expect(result).toMatchObject({ provider: 'anthropic', fallback_reason: null });
+  });
+
+  it('a request asked without streaming is allowed response_timeout_ms, not the first-byte timeout', async () => {
+    const h = harness({
+      llm: { first_byte_timeout_ms: 50, response_timeout_ms: 5_000, retry: { max_attempts: 1 } },
+    });
+    h.primary.script({ ...answer(), delayMs: 300 });
+    const whole = { ...REQUEST, stream: false };
+    const { result, error } = await run(h, await salesCtx(), 'chat', undefined, whole);
+    expect(error).toBeUndefined();
+    expect(result).toMatchObject({ provider: 'anthropic', fallback_reason: null });
+    expect(h.primary.requests.at(-1)).toMatchObject({ stream: false });
+    // The same delay on a streamed request is a first-byte timeout.
+    h.primary.script({ ...answer(), delayMs: 300 });
+    const streamed = await run(h, await salesCtx());
+    expect(streamed.result).toMatchObject({ provider: 'moonshot', fallback_reason: 'timeout' });
+  });
+
+  it('no whole answer within response_timeout_ms: aborted as a timeout, and fails over', async () => {
+    const h = harness({
+      llm: { first_byte_timeout_ms: 5_000, response_timeout_ms: 50, retry: { max_attempts: 1 } },
+    });
+    h.primary.script(hang());
+    const whole = { ...REQUEST, stream: false };
+    const { result, error } = await run(h, await salesCtx(), 'chat', undefined, whole);
+    expect(error).toBeUndefined();
+    await expect.poll(() => h.primary.aborted).toBe(1);
+    expect(result).toMatchObject({ provider: 'moonshot', fallback_reason: 'timeout' });
+    expect(h.secondary.requests.at(-1)).toMatchObject({ stream: false });
+    const rows = await usageOf(result!.call_id);
+    expect(rows.map((r) => [r.provider, r.status, r.error_kind])).toEqual([
+      ['anthropic', 'error', 'timeout'],
+      ['moonshot', 'ok', null],
+    ]);
+    expect(rows[0]!.error_message).toMatch(/no answer within 50 ms \(response timeout\)/);
   });
 
   it('a failure after the first streamed event fails the turn: no retry, no failover', async () => {

@@ -237,6 +237,8 @@ describe('chat.send', () => {
       fallback_reason: null,
     });
     expect(end.model).toBeTruthy();
+    // Someone reads this turn as it is written: the model is asked to stream it.
+    expect(fake.lastRequest()!.stream).toBe(true);
     const turn = c.events.filter((e) => 'request_id' in e && e.request_id === 'turn-1');
     const deltas = turn.filter((e) => e.type === 'text.delta');
     expect(deltas.length).toBeGreaterThan(1);

@@ -43,6 +43,11 @@ export interface TurnInput {
   signal: AbortSignal;
   /** The usage row of the answer that ends the turn, for its caller to store (LlmCallContext). */
   deferUsage?: LlmCallContext['deferUsage'];
+  /**
+   * false: nobody reads the turn as it is written (REST), so the model is asked for whole
+   * answers, not streams. The events are the same. Default true.
+   */
+  stream?: boolean;
 }
 
 export type TurnFinish = 'stop' | 'awaiting_approval' | 'step_limit' | 'time_limit' | 'cancelled';

@@ -221,7 +221,12 @@ export function createAgentRunner(deps: AgentRunnerDeps): AgentRunner {
         try {
           const stream = llm.stream(
             purpose,
-            { system, messages, ...(specs.length > 0 ? { tools: specs } : {}) },
+            {
+              system,
+              messages,
+              ...(specs.length > 0 ? { tools: specs } : {}),
+              ...(input.stream === false ? { stream: false } : {}),
+            },
             {
               userId: input.principal.id,
               department: input.principal.department,

@@ -482,6 +482,8 @@ export function createChatService(deps: ChatServiceDeps) {
               source,
               signal,
               deferUsage: (row) => usage.push(row),
+              // Streamed only for someone who reads it as it is written (the WebSocket).
+              stream: options.onEvent !== undefined,
             }),
             options.onEvent,
           );

@@ -155,6 +155,11 @@ export const LlmConfigInput = z.strictObject({
   /** No stream event within this time aborts the attempt (counted as a timeout). */
   first_byte_timeout_ms: Int(1).default(30_000),
   /**
+   * A request asked without streaming (a REST turn: nobody reads it as it is written) must
+   * have its whole answer within this time, or the attempt is aborted as a timeout.
+   */
+  response_timeout_ms: Int(1).default(120_000),
+  /**
    * How the SDKs reach the providers: `node` (node:http/https keep-alive agents given to the
    * SDKs as their fetch; cheaper per call) or `fetch` (the global fetch, the SDKs' default).
    */

@@ -2,8 +2,8 @@
  * The one way the server calls a language model. For a purpose (chat, vision, routing, long
  * documents) it tries the configured models in order: each candidate is retried on
  * retryable errors with backoff (retry-after honoured up to a cap, beyond which it fails
- * over at once), an attempt with no event within first_byte_timeout_ms is aborted as a
- * timeout, and a candidate whose circuit is open is skipped. 400/401/403 end the call at
+ * over at once), an attempt with no event within first_byte_timeout_ms (a request asked
+ * without streaming: with no answer within response_timeout_ms) is aborted as a timeout, and a candidate whose circuit is open is skipped. 400/401/403 end the call at
  * once (our bug or our key). A failure after the first streamed event ends the turn as
  * failed; it is never restarted silently. Every attempt writes an llm_usage row, charged to
  * the caller's department, and budgets are checked before each call.
@@ -91,7 +91,9 @@ export function createLlmManager(deps: LlmManagerDeps) {
       failures: config.circuit_breaker.failures,
       windowMs: config.circuit_breaker.window_s * 1000,
       cooldownMs: config.circuit_breaker.cooldown_s * 1000,
-      probeLeaseMs: config.first_byte_timeout_ms + config.circuit_breaker.cooldown_s * 1000,
+      probeLeaseMs:
+        Math.max(config.first_byte_timeout_ms, config.response_timeout_ms) +
+        config.circuit_breaker.cooldown_s * 1000,
     },
     now,
   );
@@ -187,9 +189,10 @@ export function createLlmManager(deps: LlmManagerDeps) {
           [Symbol.asyncIterator]();
         next = await within(
           iterator.next(),
-          config.first_byte_timeout_ms,
+          a.request.stream === false ? config.response_timeout_ms : config.first_byte_timeout_ms,
           ref.provider,
           ctx.signal,
+          a.request.stream === false ? 'response timeout' : 'first-byte timeout',
         );
       } catch (raw) {
         const err = toProviderError(raw, ref.provider, ctx.signal);

@@ -21,8 +21,8 @@ export function createProviders(
       name: p.name,
       apiKey: p.api_key ?? '',
       baseURL: p.base_url,
-      // A backstop behind the manager's own first-byte timeout, which fires first.
-      timeoutMs: config.first_byte_timeout_ms + 1_000,
+      // A backstop behind the manager's own first-byte and response timeouts, which fire first.
+      timeoutMs: Math.max(config.first_byte_timeout_ms, config.response_timeout_ms) + 1_000,
       ...(fetch ? { fetch } : {}),
     };
     providers.set(

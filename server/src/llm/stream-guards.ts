@@ -30,6 +30,7 @@ export function within<T>(
   ms: number | null,
   provider: string,
   signal?: AbortSignal,
+  what = 'first-byte timeout',
 ) {
   p.catch(() => {}); // We may stop waiting for it; its late rejection must not go unhandled.
   if (ms === null && !signal) return p;
@@ -48,7 +49,7 @@ export function within<T>(
       timer = setTimeout(() => {
         cleanup();
         reject(
-          new ProviderError('timeout', `no answer within ${ms} ms (first-byte timeout)`, {
+          new ProviderError('timeout', `no answer within ${ms} ms (${what})`, {
             provider,
           }),
         );

@@ -43,6 +43,11 @@ export interface ChatRequest {
   tools?: ToolSpec[];
   maxOutputTokens?: number;
   temperature?: number;
+  /**
+   * false: ask for the whole answer in one response instead of a stream, for a turn nobody
+   * reads as it is written (REST). The events are the same, all at once. Default true.
+   */
+  stream?: boolean;
   /** Aborting cancels the upstream HTTP request. */
   signal?: AbortSignal;
 }

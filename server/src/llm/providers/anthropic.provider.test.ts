@@ -113,6 +113,79 @@ describe.each(SDK_TRANSPORTS)('over %s', (_name, transport) => {
     });
   });
 
+  describe('Anthropic provider: whole answers (stream: false)', () => {
+    const whole = (text: string, extra: Partial<ChatRequest> = {}) =>
+      ask(text, { stream: false, ...extra });
+
+    it('asks without streaming and gives the same events: text, usage, finish', async () => {
+      fake.script('anthropic', {
+        text: ['Good ', 'morning', ', Ana.'],
+        usage: { inputTokens: 42, outputTokens: 7 },
+      });
+      const { events, error } = await collectStream(provider().stream(whole('Hi')));
+      expect(error).toBeUndefined();
+      expect(fake.lastRequest()!.stream).toBe(false);
+      expect((fake.lastRequest()!.body as { stream?: boolean }).stream).toBe(false);
+      expect(events).toEqual([
+        { type: 'text-delta', text: 'Good morning, Ana.' },
+        { type: 'usage', inputTokens: 42, outputTokens: 7 },
+        { type: 'finish', reason: 'stop' },
+      ]);
+    });
+
+    it('returns text and parallel tool calls in order; an empty input is {}', async () => {
+      fake.script('anthropic', {
+        text: 'Let me check both.',
+        toolCalls: [
+          { id: 'toolu_a', name: 'get_weather', input: { city: 'Kuala Lumpur' } },
+          { id: 'toolu_b', name: 'list_holidays', input: '' },
+        ],
+      });
+      const { events } = await collectStream(provider().stream(whole('Plan')));
+      expect(events.filter((e) => e.type !== 'usage')).toEqual([
+        { type: 'text-delta', text: 'Let me check both.' },
+        { type: 'tool-call', id: 'toolu_a', name: 'get_weather', input: { city: 'Kuala Lumpur' } },
+        { type: 'tool-call', id: 'toolu_b', name: 'list_holidays', input: {} },
+        { type: 'finish', reason: 'tool-calls' },
+      ]);
+    });
+
+    it.each([
+      { status: 529, kind: 'overloaded', retryable: true },
+      { status: 500, kind: 'server', retryable: true },
+      { status: 400, kind: 'bad_request', retryable: false },
+      { status: 401, kind: 'auth', retryable: false },
+    ])('maps HTTP $status to $kind', async ({ status, kind, retryable }) => {
+      fake.script('anthropic', { error: { status } });
+      const { events, error } = await failure(whole('Hi'));
+      expect(events).toEqual([]);
+      expect(error).toMatchObject({ kind, status, provider: 'anthropic' });
+      expect(error.retryable).toBe(retryable);
+    });
+
+    it('a body cut off by a dropped connection is a connection error, with no events', async () => {
+      fake.script('anthropic', {
+        text: 'never whole',
+        failAfterChunks: { chunks: 0, mode: 'disconnect' },
+      });
+      const { events, error } = await failure(whole('Hi'));
+      expect(events).toEqual([]);
+      expect(error.kind).toBe('connection');
+      expect(error.retryable).toBe(true);
+    });
+
+    it('throws aborted when the signal aborts before the answer arrives', async () => {
+      const controller = new AbortController();
+      fake.script('anthropic', () => {
+        controller.abort();
+        return { text: 'too late', delayMs: 2_000 };
+      });
+      const { error } = await failure(whole('Hi', { signal: controller.signal }));
+      expect(error.kind).toBe('aborted');
+      expect(await fake.lastRequest()!.settled).toBe('client-closed');
+    });
+  });
+
   describe('Anthropic provider: request', () => {
     it('sends the key, the version header and exactly the system, messages and tools given', async () => {
       fake.script('anthropic', 'Done.');

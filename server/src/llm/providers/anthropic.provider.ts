@@ -88,6 +88,21 @@ export function createAnthropicProvider(options: AnthropicProviderOptions): Chat
           : {}),
       };
 
+      if (request.stream === false) {
+        let message: Anthropic.Message;
+        try {
+          message = await client.messages.create(
+            { ...body, stream: false },
+            { signal: request.signal },
+          );
+        } catch (error) {
+          throw toProviderError(error, context);
+        }
+        if (request.signal?.aborted) throw providerError('aborted', undefined, context);
+        yield* messageEvents(message, context);
+        return;
+      }
+
       const toolBlocks = new Map<
         number,
         { id: string; name: string; json: string; input: unknown }
@@ -172,6 +187,30 @@ export function createAnthropicProvider(options: AnthropicProviderOptions): Chat
       yield { type: 'usage', inputTokens, outputTokens };
       yield { type: 'finish', reason: (stopReason && FINISH_REASONS[stopReason]) || 'other' };
     },
+  };
+}
+
+/** A whole (non-streamed) Message as the events its stream would have given. */
+function* messageEvents(message: Anthropic.Message, context: ErrorContext): Generator<StreamEvent> {
+  for (const block of message.content) {
+    if (block.type === 'text' && block.text) yield { type: 'text-delta', text: block.text };
+    else if (block.type === 'tool_use') {
+      const input = parseToolArguments('', block.name, context, block.input);
+      yield { type: 'tool-call', id: block.id, name: block.name, input };
+    }
+  }
+  const usage = message.usage;
+  yield {
+    type: 'usage',
+    inputTokens:
+      usage.input_tokens +
+      (usage.cache_creation_input_tokens ?? 0) +
+      (usage.cache_read_input_tokens ?? 0),
+    outputTokens: usage.output_tokens,
+  };
+  yield {
+    type: 'finish',
+    reason: (message.stop_reason && FINISH_REASONS[message.stop_reason]) || 'other',
   };
 }
 

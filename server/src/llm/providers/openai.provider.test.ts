@@ -113,6 +113,74 @@ describe.each(SDK_TRANSPORTS)('over %s', (_name, transport) => {
     });
   });
 
+  describe('OpenAI-compatible provider: whole answers (stream: false)', () => {
+    const whole = (text: string, extra: Partial<ChatRequest> = {}) =>
+      ask(text, { stream: false, ...extra });
+
+    it('asks without streaming (no stream_options) and gives the same events', async () => {
+      fake.script('openai', {
+        text: ['Selamat ', 'pagi'],
+        usage: { inputTokens: 30, outputTokens: 4 },
+      });
+      const { events, error } = await collectStream(provider().stream(whole('Hi')));
+      expect(error).toBeUndefined();
+      const body = fake.lastRequest()!.body as Record<string, unknown>;
+      expect(body.stream).toBe(false);
+      expect(body).not.toHaveProperty('stream_options');
+      expect(events).toEqual([
+        { type: 'text-delta', text: 'Selamat pagi' },
+        { type: 'usage', inputTokens: 30, outputTokens: 4 },
+        { type: 'finish', reason: 'stop' },
+      ]);
+    });
+
+    it('returns parallel tool calls in order with parsed arguments', async () => {
+      fake.script('openai', {
+        toolCalls: [
+          { id: 'call_a', name: 'get_weather', input: { city: 'Penang' } },
+          { id: 'call_b', name: 'list_holidays', input: { year: 2026 } },
+        ],
+      });
+      const { events } = await collectStream(provider().stream(whole('Plan')));
+      expect(toolCallsOf(events)).toEqual([
+        { type: 'tool-call', id: 'call_a', name: 'get_weather', input: { city: 'Penang' } },
+        { type: 'tool-call', id: 'call_b', name: 'list_holidays', input: { year: 2026 } },
+      ]);
+      expect(events.at(-1)).toEqual({ type: 'finish', reason: 'tool-calls' });
+    });
+
+    it.each([
+      { status: 429, kind: 'rate_limited', retryable: true },
+      { status: 503, kind: 'server', retryable: true },
+      { status: 400, kind: 'bad_request', retryable: false },
+      { status: 403, kind: 'auth', retryable: false },
+    ])('maps HTTP $status to $kind', async ({ status, kind, retryable }) => {
+      fake.script('openai', { error: { status } });
+      const { events, error } = await failure(whole('Hi'));
+      expect(events).toEqual([]);
+      expect(error).toMatchObject({ kind, status, provider: 'moonshot' });
+      expect(error.retryable).toBe(retryable);
+    });
+
+    it('a body cut off by a dropped connection is a connection error, with no events', async () => {
+      fake.script('openai', {
+        text: 'never whole',
+        failAfterChunks: { chunks: 0, mode: 'disconnect' },
+      });
+      const { events, error } = await failure(whole('Hi'));
+      expect(events).toEqual([]);
+      expect(error.kind).toBe('connection');
+    });
+
+    it('unparseable tool arguments are malformed', async () => {
+      fake.script('openai', {
+        toolCalls: [{ id: 'call_x', name: 'get_weather', input: '{"city": "Ipoh"' }],
+      });
+      const { error } = await failure(whole('Plan'));
+      expect(error.kind).toBe('malformed');
+    });
+  });
+
   describe('OpenAI-compatible provider: request', () => {
     it('sends the key and exactly the system, messages and tools given, asking for usage', async () => {
       const parameters = {

@@ -90,6 +90,50 @@ export function createOpenAiCompatibleProvider(
           : {}),
       };
 
+      if (request.stream === false) {
+        const { stream: _, stream_options: __, ...rest } = body;
+        let completion: OpenAI.ChatCompletion;
+        try {
+          completion = await client.chat.completions.create(
+            { ...rest, stream: false },
+            { signal: request.signal },
+          );
+        } catch (error) {
+          throw toProviderError(error, context);
+        }
+        if (request.signal?.aborted) throw providerError('aborted', undefined, context);
+        const choice = completion.choices?.[0];
+        if (!choice?.finish_reason) {
+          throw providerError(
+            'malformed',
+            'the answer has no choice with a finish_reason',
+            context,
+          );
+        }
+        if (choice.message?.content) yield { type: 'text-delta', text: choice.message.content };
+        let index = 0;
+        for (const call of choice.message?.tool_calls ?? []) {
+          if (call.type !== 'function' || !call.function?.name)
+            throw providerError('malformed', `tool call ${index} has no name`, context);
+          yield {
+            type: 'tool-call',
+            id: call.id || `call_${index}`,
+            name: call.function.name,
+            input: parseToolArguments(call.function.arguments ?? '', call.function.name, context),
+          };
+          index += 1;
+        }
+        if (completion.usage) {
+          yield {
+            type: 'usage',
+            inputTokens: completion.usage.prompt_tokens,
+            outputTokens: completion.usage.completion_tokens,
+          };
+        }
+        yield { type: 'finish', reason: FINISH_REASONS[choice.finish_reason] ?? 'other' };
+        return;
+      }
+
       const toolCalls = new Map<number, { id: string; name: string; arguments: string }>();
       let usage: { inputTokens: number; outputTokens: number } | undefined;
       let finishReason: string | undefined;

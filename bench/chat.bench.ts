@@ -951,6 +951,9 @@ async function main(): Promise<number> {
       server: {
         command: `node ${PROFILE ? '--cpu-prof ' : ''}--import tsx ${SERVER_ENTRY.join(' ')}`,
         processes: CLUSTER ? `${CLUSTER} api workers (node:cluster)` : '1',
+        // Experiments: recorded so a result never hides the settings it ran with.
+        node_args: env.BENCH_NODE_ARGS || null,
+        config_overrides: env.BENCH_SERVER_ENV || null,
         db_engine: health.checks.database?.engine,
         database: `${DATABASE_URL.replace(/\/\/[^@]*@/, '//')} schema ${schema}`,
         redis: `${REDIS_URL} prefix ${keyPrefix}`,

@@ -157,6 +157,52 @@ describe('cancel between tools', () => {
     ]);
   });
 
+  it('a consumer that stops reading aborts the model call; a finished turn aborts nothing', async () => {
+    const signals: AbortSignal[] = [];
+    const llm = {
+      async *stream(
+        _purpose: string,
+        _request: unknown,
+        ctx: { signal: AbortSignal },
+      ): AsyncGenerator<LlmEvent> {
+        signals.push(ctx.signal);
+        yield { type: 'text-delta', text: 'Hello ' };
+        yield { type: 'text-delta', text: 'there.' };
+        yield { type: 'finish', reason: 'stop' };
+      },
+    };
+    const runner = createAgentRunner({
+      llm: llm as never,
+      tools: fakeExecutor().executor,
+      skills,
+      agents: AGENTS,
+      knowledge: () => '',
+      clock: () => new Date(),
+      limits: { maxSteps: 5, turnTimeoutMs: 5_000 },
+      log: pino({ level: 'silent' }),
+    });
+    const input = {
+      principal,
+      agent: 'sales' as const,
+      sessionId: null,
+      history: [],
+      message: { role: 'user' as const, content: [{ type: 'text' as const, text: 'hi' }] },
+      source: 'web' as const,
+      signal: new AbortController().signal,
+    };
+    for await (const e of runner.run(input)) if (e.type === 'text-delta') break;
+    expect(signals[0]!.aborted).toBe(true);
+
+    const events: AgentEvent[] = [];
+    for await (const e of runner.run(input)) events.push(e);
+    expect(events.at(-1)).toMatchObject({
+      type: 'message-end',
+      finish: 'stop',
+      text: 'Hello there.',
+    });
+    expect(signals[1]!.aborted).toBe(false);
+  });
+
   it('announces the files a tool made, after its call ends, and the WebSocket maps them', async () => {
     const report = { id: 'f1', name: 'pipeline.csv', type: 'csv', size_bytes: 120 };
     const { executor } = fakeExecutor(async () => ({

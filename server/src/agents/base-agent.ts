@@ -198,6 +198,8 @@ export function createAgentRunner(deps: AgentRunnerDeps): AgentRunner {
       messages.push(message);
       transcript.push(message);
     };
+    // The loop ran to its end: no model call or tool is left running.
+    let settled = false;
 
     try {
       for (let step = 1; step <= limits.maxSteps; step++) {
@@ -316,11 +318,13 @@ export function createAgentRunner(deps: AgentRunnerDeps): AgentRunner {
           break;
         }
       }
+      settled = true;
     } finally {
       clearTimeout(timer);
       input.signal.removeEventListener('abort', onCancel);
-      // A consumer that stops reading early must not leave the model call or a tool running.
-      if (!turn.signal.aborted) turn.abort(new Error('turn ended'));
+      // A consumer that stops reading early (or an error) must not leave the model call or a
+      // tool running.
+      if (!settled && !turn.signal.aborted) turn.abort(new Error('turn ended'));
     }
 
     const usage = { input_tokens: 0, output_tokens: 0, cost_usd: 0 };

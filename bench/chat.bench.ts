@@ -1025,6 +1025,7 @@ async function main(): Promise<number> {
         duration_s: load.durationS,
         turns_per_s: turnsPerS,
         turns_per_s_means: '2xx responses / duration',
+        responses_per_second: load.perSecond,
         latency_ms: load.latencyMs,
         total_requests: load.totalRequests,
         total_2xx: load.total2xx,
@@ -1170,6 +1171,13 @@ async function main(): Promise<number> {
         `>= ${TARGETS.turnsPerS} ${mark(pass.turnsPerS)}`,
       ],
       ['  latency p50 / p99 (ms)', `${load.latencyMs.p50} / ${load.latencyMs.p99}`, '(report)'],
+      [
+        '  each second: min / p50 / max turns',
+        load.perSecond
+          ? `${load.perSecond.min} / ${load.perSecond.p50} / ${load.perSecond.max}`
+          : '?',
+        '(report)',
+      ],
       [
         '  server CPU per turn (µs) / CPU %',
         `${serverCpuUsPerTurn ?? '?'} / ${serverCpuPct ?? '?'}%`,

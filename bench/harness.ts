@@ -151,6 +151,8 @@ export interface LoadSummary {
   timeouts: number;
   statusCodes: Record<string, number>;
   latencyMs: { avg: number; p50: number; p90: number; p97_5: number; p99: number; max: number };
+  /** Responses in each second of the run: how steady the rate was. */
+  perSecond?: { min: number; p2_5: number; p50: number; p97_5: number; max: number };
   durationS: number;
   connections: number;
 }
@@ -173,6 +175,13 @@ export function summarize(r: autocannon.Result): LoadSummary {
       p97_5: r.latency.p97_5,
       p99: r.latency.p99,
       max: r.latency.max,
+    },
+    perSecond: {
+      min: r.requests.min,
+      p2_5: r.requests.p2_5,
+      p50: r.requests.p50,
+      p97_5: r.requests.p97_5,
+      max: r.requests.max,
     },
     durationS: r.duration,
     connections: r.connections,

@@ -24,7 +24,11 @@ beforeAll(async () => {
   fake = await startFakeModelServer();
   t = await createTestApp({
     env: { ANTHROPIC_API_KEY: 'test-key', ANTHROPIC_BASE_URL: fake.url },
-    overrides: { agents: { max_steps: MAX_STEPS, turn_timeout_ms: TURN_TIMEOUT_MS } },
+    overrides: {
+      agents: { max_steps: MAX_STEPS, turn_timeout_ms: TURN_TIMEOUT_MS },
+      // Shorter than the turn, as start-up requires.
+      llm: { response_timeout_ms: TURN_TIMEOUT_MS - 1_000 },
+    },
   });
 });
 afterAll(async () => {

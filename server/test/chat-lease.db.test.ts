@@ -1,9 +1,9 @@
 /**
  * The session's turn lease taken together with the user message (chat.repository.ts
  * leaseAndInsertUserMessage): one statement leases, inserts and returns the earlier messages;
- * it stores nothing when the lease is not taken (busy, another user's, deleted); it gives the
- * session back exactly as leaseSession does (timestamps as Dates); a client_message_id sent
- * before inserts nothing but the lease is held.
+ * it stores nothing when the lease is not taken (busy, expired, another user's, deleted); it
+ * gives the session back exactly as leaseSession does (timestamps as Dates, in any time zone);
+ * a client_message_id sent before inserts nothing but the lease is held.
  */
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
@@ -178,16 +178,39 @@ describe('leaseAndInsertUserMessage', () => {
     expect(await contents()).toEqual(['in turn']);
   });
 
-  it('takes an expired lease', async () => {
+  it('leaves an expired lease to leaseSession: nothing stored, the holder untouched', async () => {
     await leaseSession(database.db, owner, sessionId, tok.stale, 1);
     await new Promise((resolve) => setTimeout(resolve, 20));
-    const taken = await leaseAndInsertUserMessage(
+    const refused = await leaseAndInsertUserMessage(
       database.db,
       { token: tok.t5, leaseMs: LEASE_MS },
       message('after expiry'),
     );
-    expect(taken?.message?.content).toBe('after expiry');
+    expect(refused).toBeUndefined();
+    expect(await contents()).toEqual([]);
+    expect(await leaseToken()).toBe(tok.stale);
+    expect(await leaseSession(database.db, owner, sessionId, tok.t5, LEASE_MS)).toBeDefined();
     expect(await leaseToken()).toBe(tok.t5);
+  });
+
+  it('timestamps read back from JSON are the same instants in any session time zone', async () => {
+    await database.db
+      .updateTable('chat_sessions')
+      .set({ summary_through: sql<Date>`now() - interval '1 hour'` })
+      .where('id', '=', sessionId)
+      .execute();
+    const taken = await database.db.transaction().execute(async (trx) => {
+      await sql`set local timezone = 'Asia/Kathmandu'`.execute(trx);
+      return leaseAndInsertUserMessage(trx, { token: tok.t5, leaseMs: LEASE_MS }, message('tz'));
+    });
+    await releaseSession(database.db, sessionId, tok.t5);
+    const stored = await database.db
+      .selectFrom('chat_sessions')
+      .select(['created_at', 'summary_through'])
+      .where('id', '=', sessionId)
+      .executeTakeFirstOrThrow();
+    expect(taken!.session.created_at.getTime()).toBe(stored.created_at.getTime());
+    expect(taken!.session.summary_through!.getTime()).toBe(stored.summary_through!.getTime());
   });
 
   it("another user's or a deleted session: nothing leased, stored or read", async () => {

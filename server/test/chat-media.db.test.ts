@@ -236,6 +236,8 @@ describe('resuming a turn after an approval', () => {
     });
 
     expect(fake.requests).toHaveLength(2);
+    // The REST turn asked for a whole answer; the resumed turn streams to the user's sockets.
+    expect(fake.requests.map((r) => r.stream)).toEqual([false, true]);
     const history = (fake.requests[1]!.body as Body).messages;
     const results = JSON.stringify(history.at(-1));
     expect(history.at(-1)!.role).toBe('user');

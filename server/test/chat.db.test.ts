@@ -7,7 +7,9 @@
  * duplicates, 409 for different content); the message size limit; and one turn per session at
  * a time, in order.
  */
+import { randomUUID } from 'node:crypto';
 import type { ChatReply, ChatSessionDetail, ChatSessionList } from '@mezzofy/protocol';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeModelServer, startFakeModelServer } from './fakes/model-server.ts';
 import { waitFor } from './helpers/processes.ts';
@@ -161,6 +163,41 @@ describe('POST /chat/send', () => {
       .where('id', '=', first.session_id)
       .executeTakeFirstOrThrow();
     expect(lease).toEqual({ turn_token: null, agent: 'support' });
+  });
+
+  it('a named agent in a session whose lease expired: taken over, with the whole history', async () => {
+    const exec = await t.userWithToken('executive');
+    fake.clear();
+    fake.script('anthropic', 'First answer.', 'After the takeover.');
+    const first = (
+      await send(exec.token, { message: 'First question', agent: 'sales' })
+    ).json() as ChatReply;
+    // A turn on a process that died left its lease behind, expired.
+    await t.db
+      .updateTable('chat_sessions')
+      .set({ turn_token: randomUUID(), turn_expires_at: sql<Date>`now() - interval '1 second'` })
+      .where('id', '=', first.session_id)
+      .execute();
+    const res = await send(exec.token, {
+      message: 'Second question',
+      session_id: first.session_id,
+      agent: 'sales',
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().text).toBe('After the takeover.');
+    expect(JSON.stringify(bodyOf(1).messages)).toContain('First answer.');
+    expect((await rowsOf(first.session_id)).map((r) => r.content)).toEqual([
+      'First question',
+      'First answer.',
+      'Second question',
+      'After the takeover.',
+    ]);
+    const session = await t.db
+      .selectFrom('chat_sessions')
+      .select('turn_token')
+      .where('id', '=', first.session_id)
+      .executeTakeFirstOrThrow();
+    expect(session.turn_token).toBeNull();
   });
 
   it('routes by keyword when no agent is named', async () => {

@@ -395,14 +395,16 @@ describe('retries and failover', () => {
     expect(streamed.result).toMatchObject({ provider: 'moonshot', fallback_reason: 'timeout' });
   });
 
-  it('no whole answer within response_timeout_ms: aborted as a timeout, and fails over', async () => {
-    const h = harness({
-      llm: { first_byte_timeout_ms: 5_000, response_timeout_ms: 50, retry: { max_attempts: 1 } },
-    });
+  it('no whole answer within response_timeout_ms: a timeout, and the next model at once', async () => {
+    // Two tries per model by default: a whole answer that timed out is not tried again.
+    const h = harness({ llm: { first_byte_timeout_ms: 5_000, response_timeout_ms: 50 } });
+    expect(h.config.retry.max_attempts).toBe(2);
     h.primary.script(hang());
     const whole = { ...REQUEST, stream: false };
     const { result, error } = await run(h, await salesCtx(), 'chat', undefined, whole);
     expect(error).toBeUndefined();
+    expect(h.primary.calls).toBe(1);
+    expect(h.sleeps).toEqual([]);
     await expect.poll(() => h.primary.aborted).toBe(1);
     expect(result).toMatchObject({ provider: 'moonshot', fallback_reason: 'timeout' });
     expect(h.secondary.requests.at(-1)).toMatchObject({ stream: false });
@@ -412,6 +414,8 @@ describe('retries and failover', () => {
       ['moonshot', 'ok', null],
     ]);
     expect(rows[0]!.error_message).toMatch(/no answer within 50 ms \(response timeout\)/);
+    // A whole answer has no time to first byte.
+    expect(rows[1]!.ttfb_ms).toBeNull();
   });
 
   it('a failure after the first streamed event fails the turn: no retry, no failover', async () => {

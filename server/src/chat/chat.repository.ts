@@ -89,10 +89,14 @@ const MESSAGE_COLUMNS = [
   'created_at',
 ] as const;
 
-/** The lease: the user's own, not deleted session whose lease is free or expired. */
+/**
+ * The lease: the user's own, not deleted session whose lease is free (or, `orExpired`,
+ * expired: its holder died or overran).
+ */
 const leaseUpdate = (
   db: QueryCreator<DB>,
   p: Param<'userId' | 'sessionId' | 'token' | 'leaseMs'>,
+  orExpired: boolean,
 ) =>
   db
     .updateTable('chat_sessions')
@@ -104,12 +108,14 @@ const leaseUpdate = (
     .where('user_id', '=', p('userId'))
     .where('deleted_at', 'is', null)
     .where((eb) =>
-      eb.or([eb('turn_token', 'is', null), eb('turn_expires_at', '<', sql<Date>`now()`)]),
+      orExpired
+        ? eb.or([eb('turn_token', 'is', null), eb('turn_expires_at', '<', sql<Date>`now()`)])
+        : eb('turn_token', 'is', null),
     );
 
 const leaseStatement = prepare<SessionRow, 'userId' | 'sessionId' | 'token' | 'leaseMs'>(
   'chat_lease_session',
-  (db, p) => leaseUpdate(db, p).returning(SESSION_COLUMNS),
+  (db, p) => leaseUpdate(db, p, true).returning(SESSION_COLUMNS),
 );
 
 /**
@@ -279,7 +285,10 @@ const leaseAndInsertStatement = prepare<
   'userId' | 'sessionId' | 'token' | 'leaseMs' | 'content' | 'clientMessageId' | 'metadata'
 >('chat_lease_insert_user_message', (db, p) =>
   db
-    .with('lease', (db) => leaseUpdate(db, p).returning(SESSION_COLUMNS))
+    // A free lease only. Taking an expired one may wait for its late holder's commit (the
+    // answer), which this statement's snapshot would not see in the history below; that
+    // case goes through leaseSession and insertUserMessage, two statements, two snapshots.
+    .with('lease', (db) => leaseUpdate(db, p, false).returning(SESSION_COLUMNS))
     // Only into the session just leased: nothing is stored when the lease is not taken.
     .with('ins', (db) =>
       db
@@ -358,11 +367,12 @@ function sessionFromJson(json: Record<string, unknown>): SessionRow {
 }
 
 /**
- * Takes the session's turn lease and, once it is held, inserts the user message and returns
- * the session's earlier messages: leaseSession and insertUserMessage in one statement, for a
- * turn whose agent is known before the session is read (named by the request). Undefined when
- * the lease is not taken (the session is not the user's, deleted, or busy): then nothing is
- * stored. `message` is undefined when this user already sent the client_message_id.
+ * Takes the session's free turn lease and, once it is held, inserts the user message and
+ * returns the session's earlier messages: leaseSession and insertUserMessage in one
+ * statement, for a turn whose agent is known before the session is read (named by the
+ * request). Undefined when the lease is not taken (the session is not the user's, deleted,
+ * busy, or its lease expired: see the statement): then nothing is stored. `message` is
+ * undefined when this user already sent the client_message_id.
  */
 export async function leaseAndInsertUserMessage(
   db: Executor,

@@ -426,13 +426,32 @@ export function createChatService(deps: ChatServiceDeps) {
       let current = created;
       let stored: Awaited<ReturnType<typeof insertUserMessage>> | undefined;
       if (!current && early) {
-        const taken = await lease(
-          principal.id,
-          sessionId,
-          () =>
-            leaseAndInsertUserMessage(db, { token, leaseMs: limits.turnLeaseMs }, userRow(early)),
-          options.signal,
-        );
+        const take = async () => {
+          const row = userRow(early);
+          const both = await leaseAndInsertUserMessage(
+            db,
+            { token, leaseMs: limits.turnLeaseMs },
+            row,
+          );
+          if (both) return both;
+          // Busy, not the user's, or an expired lease (which the one statement leaves alone):
+          // the lease alone, then the insert with a snapshot that sees the last answer.
+          const session = await leaseSession(
+            db,
+            principal.id,
+            sessionId,
+            token,
+            limits.turnLeaseMs,
+          );
+          if (!session) return undefined;
+          try {
+            return { session, ...(await insertUserMessage(db, row)) };
+          } catch (err) {
+            await releaseSession(db, sessionId, token).catch(() => {});
+            throw err;
+          }
+        };
+        const taken = await lease(principal.id, sessionId, take, options.signal);
         current = taken?.session;
         stored = taken;
       } else if (!current) {

@@ -70,6 +70,10 @@ describe('parseConfig', () => {
         /^config error: database\.url: not a valid URL$/,
       ],
       [{ REDIS_URL: 'redis://' + ' x' }, /^config error: redis\.url: not a valid URL$/],
+      [
+        { MEZZOFY__llm__response_timeout_ms: '180000' },
+        /^config error: llm\.response_timeout_ms: must be shorter than agents\.turn_timeout_ms \(180000\)/,
+      ],
       [{ MEZZOFY__auth__argon2__memory_kib: '1024' }, /^config error: auth\.argon2\.memory_kib: /],
     ];
     for (const [env, pattern] of cases) {

@@ -175,6 +175,11 @@ export function parseConfig(options: LoadConfigOptions = {}): {
       'config error: auth.jwt_secret: required when DATABASE_URL is set (set JWT_SECRET, 32+ characters)',
     );
   }
+  if (config.llm.response_timeout_ms >= config.agents.turn_timeout_ms) {
+    throw new ConfigError(
+      `config error: llm.response_timeout_ms: must be shorter than agents.turn_timeout_ms (${config.agents.turn_timeout_ms}), so that a model that timed out can still be failed over within the turn`,
+    );
+  }
   if (config.database.url && !isDatabaseUrl(config.database.url))
     throw new ConfigError('config error: database.url: not a valid URL');
   if (config.redis.url && !URL.canParse(config.redis.url))

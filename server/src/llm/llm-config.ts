@@ -156,9 +156,11 @@ export const LlmConfigInput = z.strictObject({
   first_byte_timeout_ms: Int(1).default(30_000),
   /**
    * A request asked without streaming (a REST turn: nobody reads it as it is written) must
-   * have its whole answer within this time, or the attempt is aborted as a timeout.
+   * have its whole answer within this time, or the attempt is aborted as a timeout and the
+   * next model is tried at once (not the same one again). Shorter than
+   * agents.turn_timeout_ms, so that a fallback still has time.
    */
-  response_timeout_ms: Int(1).default(120_000),
+  response_timeout_ms: Int(1).default(90_000),
   /**
    * How the SDKs reach the providers: `node` (node:http/https keep-alive agents given to the
    * SDKs as their fetch; cheaper per call) or `fetch` (the global fetch, the SDKs' default).

@@ -205,7 +205,8 @@ export function createLlmManager(deps: LlmManagerDeps) {
         return { ok: false, error: err };
       }
 
-      ttfb = performance.now() - started;
+      // A whole answer has no first byte before its last: no time to first byte.
+      ttfb = a.request.stream === false ? null : performance.now() - started;
       permit.success();
       const answeredBy: AnsweredBy = {
         provider: ref.provider,
@@ -348,7 +349,12 @@ export function createLlmManager(deps: LlmManagerDeps) {
         const err: ProviderError = outcome.error;
         last = lastHere = err;
         attempts.push({ ...ref, outcome: err.kind });
-        const next = decideRetry(err, tryNo, config.retry, random);
+        // A whole answer that timed out has used its response_timeout_ms: trying the same
+        // model again would leave the next one no time within the turn's limit.
+        const next =
+          err.kind === 'timeout' && request.stream === false
+            ? ({ action: 'failover' } as const)
+            : decideRetry(err, tryNo, config.retry, random);
         if (next.action === 'fail') {
           log.error(
             { call_id: callId, provider: ref.provider, model: ref.model, kind: err.kind },

@@ -133,7 +133,7 @@ describe.each(SDK_TRANSPORTS)('over %s', (_name, transport) => {
       ]);
     });
 
-    it('returns text and parallel tool calls in order; an empty input is {}', async () => {
+    it('returns text and parallel tool calls in order', async () => {
       fake.script('anthropic', {
         text: 'Let me check both.',
         toolCalls: [

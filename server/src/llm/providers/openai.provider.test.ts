@@ -172,6 +172,17 @@ describe.each(SDK_TRANSPORTS)('over %s', (_name, transport) => {
       expect(error.kind).toBe('connection');
     });
 
+    it('throws aborted when the signal aborts before the answer arrives', async () => {
+      const controller = new AbortController();
+      fake.script('openai', () => {
+        controller.abort();
+        return { text: 'too late', delayMs: 2_000 };
+      });
+      const { error } = await failure(whole('Hi', { signal: controller.signal }));
+      expect(error.kind).toBe('aborted');
+      expect(await fake.lastRequest()!.settled).toBe('client-closed');
+    });
+
     it('unparseable tool arguments are malformed', async () => {
       fake.script('openai', {
         toolCalls: [{ id: 'call_x', name: 'get_weather', input: '{"city": "Ipoh"' }],

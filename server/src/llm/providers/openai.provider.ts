@@ -113,7 +113,15 @@ export function createOpenAiCompatibleProvider(
         if (choice.message?.content) yield { type: 'text-delta', text: choice.message.content };
         let index = 0;
         for (const call of choice.message?.tool_calls ?? []) {
-          if (call.type !== 'function' || !call.function?.name)
+          // Some compatible servers leave `type` out; anything but a function call is unknown.
+          const type = (call as { type?: string }).type;
+          if (type !== undefined && type !== 'function')
+            throw providerError(
+              'malformed',
+              `tool call ${index} is of unknown type ${type}`,
+              context,
+            );
+          if (!('function' in call) || !call.function?.name)
             throw providerError('malformed', `tool call ${index} has no name`, context);
           yield {
             type: 'tool-call',

@@ -612,10 +612,12 @@ async function main(): Promise<number> {
           idx_scan: number;
           ins: number;
           upd: number;
+          hot_upd: number;
           del: number;
         }>(
           `select relname, coalesce(seq_scan, 0)::int as seq_scan, coalesce(idx_scan, 0)::int as idx_scan,
-                  n_tup_ins::int as ins, n_tup_upd::int as upd, n_tup_del::int as del
+                  n_tup_ins::int as ins, n_tup_upd::int as upd, n_tup_hot_upd::int as hot_upd,
+                  n_tup_del::int as del
              from pg_stat_user_tables where schemaname = $1`,
           [schema],
         ),
@@ -895,7 +897,7 @@ async function main(): Promise<number> {
     for (const [table, a] of tablesAfter) {
       const b = tablesBefore.get(table);
       const row: Record<string, number> = {};
-      for (const k of ['seq_scan', 'idx_scan', 'ins', 'upd', 'del'] as const) {
+      for (const k of ['seq_scan', 'idx_scan', 'ins', 'upd', 'hot_upd', 'del'] as const) {
         const v = (a[k] - (b?.[k] ?? 0)) / storedTurns;
         if (v >= 0.005) row[k] = Number(v.toFixed(2));
       }

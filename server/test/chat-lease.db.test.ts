@@ -245,6 +245,42 @@ describe('leaseAndInsertUserMessage', () => {
     expect(await findOwnSession(database.db, owner, sessionId)).toBeUndefined();
   });
 
+  it('taking the lease on a full table is a HOT update: no new index entries (fillfactor)', async () => {
+    const { rows } = await sql<{
+      reloptions: string[] | null;
+    }>`select reloptions from pg_class where oid = 'chat_sessions'::regclass`.execute(database.db);
+    expect(rows[0]!.reloptions).toContain('fillfactor=70');
+    // Enough new sessions to fill several pages: one from the middle is on a page of new
+    // rows only (no dead versions whose space an update could reuse).
+    const batch = await database.db
+      .insertInto('chat_sessions')
+      .values(
+        Array.from({ length: 300 }, (_, i) => ({ user_id: owner, title: `s${i}`, agent: 'sales' })),
+      )
+      .returning('id')
+      .execute();
+    const first = batch[150]!;
+    const updates = await database.db.transaction().execute(async (trx) => {
+      // This connection's counts not yet reported (earlier statements included): before, after.
+      const counts = async () =>
+        (
+          await sql<{
+            hot: number;
+            all: number;
+          }>`select pg_stat_get_xact_tuples_hot_updated('chat_sessions'::regclass)::int as hot,
+                    pg_stat_get_xact_tuples_updated('chat_sessions'::regclass)::int as all`.execute(
+            trx,
+          )
+        ).rows[0]!;
+      const before = await counts();
+      const leased = await leaseSession(trx, owner, first.id, tok.t9, LEASE_MS);
+      expect(leased?.id).toBe(first.id);
+      const after = await counts();
+      return { hot: after.hot - before.hot, all: after.all - before.all };
+    });
+    expect(updates).toEqual({ hot: 1, all: 1 });
+  });
+
   it('a client_message_id sent before: the lease is held, nothing is inserted', async () => {
     await leaseAndInsertUserMessage(
       database.db,

@@ -1,8 +1,10 @@
 /**
  * `npm run bench:chat`: the cost of a chat turn in the server, against the real server started
  * as a child process on PostgreSQL + Redis (production logging: info level, access log on,
- * stdout to a file) and a zero-latency fake model (server/test/fakes/model-server.ts) in a
- * process of its own (bench/fake-model-launcher.ts), reached through the real Anthropic SDK.
+ * stdout to a file) and a zero-latency fake model in a process of its own
+ * (bench/fake-model-launcher.ts: the Anthropic wire format of server/test/fakes, precomputed),
+ * reached through the real Anthropic SDK. A REST turn asks for the whole answer, a WebSocket
+ * turn for a stream (docs/adr/0008).
  *
  * Phases, in order (every turn names its agent, so the router makes no classifier call: one
  * model request per turn, checked against the fake's count):
@@ -35,6 +37,9 @@
  *   BENCH_LATENCY_USERS  concurrent users in the overhead and ttft phases, default 10
  *   BENCH_SESSION_TURNS  turns per session before a user starts a new one, default 10
  *   BENCH_ROLE           process role of the server, default all
+ *   BENCH_NODE_ARGS      experiments: node flags for the server (recorded in the results)
+ *   BENCH_SERVER_ENV     experiments: `K=V K2=V2` server environment, e.g.
+ *                        MEZZOFY__database__pool_max=20 (recorded in the results)
  *   BENCH_CLUSTER=N      N `--role=api` server processes behind node:cluster
  *                        (bench/cluster-launcher.ts) instead of one `--role=all` process
  *   BENCH_PROFILE=1      run the server with --cpu-prof (profiles in bench/results/profiles) and
@@ -977,7 +982,7 @@ async function main(): Promise<number> {
         },
       },
       model: {
-        fake: 'server/test/fakes/model-server.ts in its own process (bench/fake-model-launcher.ts), zeroLatency, recordRequests false',
+        fake: 'bench/fake-model-launcher.ts in its own process: plain node:http, answers precomputed once per (model, stream) by the fake model server’s wire helpers, zero latency',
         provider: `${MODEL} through the Anthropic SDK (ANTHROPIC_BASE_URL = the fake)`,
         reply: after.reply,
         agent: AGENT,

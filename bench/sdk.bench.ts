@@ -7,6 +7,8 @@
  *
  *   provider + node:http  the server's Anthropic adapter (official SDK) with the transport it
  *                         uses by default (server/src/llm/providers/http-fetch.ts)
+ *   provider, whole answer  the same, asking for the whole answer instead of a stream, as a
+ *                         REST turn does (docs/adr/0008)
  *   provider + fetch      the same adapter on the SDK's default transport (global fetch, undici)
  *   fetch only            the same request with the global fetch, body read as text: no SDK
  *   node:http only        the same request with node:http and a keep-alive agent: no SDK, no
@@ -225,6 +227,10 @@ async function main(): Promise<number> {
       });
     const variants: [string, Call][] = [
       ['provider + node:http (server default)', viaProvider(provider(createHttpFetch()), request)],
+      [
+        'provider, whole answer + node:http (REST turns)',
+        viaProvider(provider(createHttpFetch()), { ...request, stream: false }),
+      ],
       ['provider + fetch (SDK default)', viaProvider(provider(), request)],
       ['fetch only (no SDK)', viaFetch(fake.url, body)],
       ['node:http only (no SDK, no fetch)', viaNodeHttp(fake.url, body)],

@@ -582,7 +582,8 @@ describe('two processes on one database', () => {
     expect(list.items.map((i) => i.id)).toEqual([(a!.json() as ChatReply).session_id]);
   });
 
-  it('one session, a named agent, two processes: the second waits and sees the first', async () => {
+  /** A user and a session opened on process one. */
+  async function openOnOne() {
     const user = await one.userWithToken('executive');
     fake.clear();
     fake.script('anthropic', 'opened');
@@ -593,6 +594,11 @@ describe('two processes on one database', () => {
         payload: { message: 'open', agent: 'sales' },
       })
     ).json() as ChatReply;
+    return { user, opened };
+  }
+
+  it('one session, a named agent, two processes: the second waits and sees the first', async () => {
+    const { user, opened } = await openOnOne();
     fake.clear();
     fake.script('anthropic', { text: 'Slow reply from one.', delayMs: 300 }, 'Reply from two.');
     const payload = (message: string) => ({
@@ -629,16 +635,7 @@ describe('two processes on one database', () => {
   });
 
   it('a duplicate client_message_id in one session with a named agent: one model call', async () => {
-    const user = await one.userWithToken('executive');
-    fake.clear();
-    fake.script('anthropic', 'opened');
-    const opened = (
-      await one.inject(user.token, {
-        method: 'POST',
-        url: '/chat/send',
-        payload: { message: 'open', agent: 'sales' },
-      })
-    ).json() as ChatReply;
+    const { user, opened } = await openOnOne();
     fake.clear();
     fake.script('anthropic', { text: 'Only once.', delayMs: 300 });
     const payload = {

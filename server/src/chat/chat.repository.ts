@@ -1,5 +1,5 @@
 /** Chat sessions and their messages (`chat_sessions`, `conversations`). */
-import { type QueryCreator, sql } from 'kysely';
+import { type OnConflictBuilder, type QueryCreator, sql } from 'kysely';
 import type { Executor } from '../db/executor.ts';
 import { cursorShapes, decodeCursor, timeKey } from '../db/pagination.ts';
 import { type Param, prepare, runPrepared } from '../db/prepared.ts';
@@ -202,6 +202,13 @@ export function listMessages(db: Executor, sessionId: string): Promise<MessageRo
   return runPrepared(db, listMessagesStatement, { sessionId });
 }
 
+/** A client_message_id this user sent before: nothing is inserted (idempotent sends). */
+const skipSentBefore = (oc: OnConflictBuilder<DB, 'conversations'>) =>
+  oc
+    .columns(['user_id', 'client_message_id'])
+    .where('client_message_id', 'is not', null)
+    .doNothing();
+
 const insertUserMessageStatement = prepare<
   MessageRow & { inserted: boolean },
   'userId' | 'sessionId' | 'content' | 'clientMessageId' | 'metadata'
@@ -218,12 +225,7 @@ const insertUserMessageStatement = prepare<
           client_message_id: p('clientMessageId'),
           metadata: p('metadata'),
         })
-        .onConflict((oc) =>
-          oc
-            .columns(['user_id', 'client_message_id'])
-            .where('client_message_id', 'is not', null)
-            .doNothing(),
-        )
+        .onConflict(skipSentBefore)
         .returning(MESSAGE_COLUMNS),
     )
     .selectFrom('ins')
@@ -306,12 +308,7 @@ const leaseAndInsertStatement = prepare<
               sql<string>`cast(${p('metadata')} as jsonb)`.as('metadata'),
             ]),
         )
-        .onConflict((oc) =>
-          oc
-            .columns(['user_id', 'client_message_id'])
-            .where('client_message_id', 'is not', null)
-            .doNothing(),
-        )
+        .onConflict(skipSentBefore)
         .returning(MESSAGE_COLUMNS),
     )
     .selectFrom('lease')

@@ -72,6 +72,7 @@ import {
   loadAverage,
   log,
   machineCpuMs,
+  machineSpeedCheckUs,
   openBenchRun,
   pidsCpuMs,
   postgresBackendPids,
@@ -738,6 +739,7 @@ async function main(): Promise<number> {
     await fakeReset(fake);
     const pgPids = await postgresBackendPids(serverPid, DATABASE_URL).catch(() => []);
     const modelBefore = (await fakeStats(fake)).counts_since_start.anthropic;
+    const speedBefore = machineSpeedCheckUs();
     windows.throughput = { from: nowUs(), to: 0 };
     const redisBefore = await redisCpuS(REDIS_URL);
     cpu0 = processTreeCpuMs(serverPid);
@@ -754,6 +756,7 @@ async function main(): Promise<number> {
     const redisAfter = await redisCpuS(REDIS_URL);
     windows.throughput.to = nowUs();
     const loadFake = await fakeStats(fake);
+    const speedAfter = machineSpeedCheckUs();
     const modelRequests = loadFake.counts_since_start.anthropic - modelBefore;
     const turnsPerS = Math.round(load.total2xx / load.durationS);
     const perTurn = (deltaMs: number | undefined) =>
@@ -1033,6 +1036,9 @@ async function main(): Promise<number> {
         turns_per_s: turnsPerS,
         turns_per_s_means: '2xx responses / duration',
         responses_per_second: load.perSecond,
+        machine_speed_check_us: { before: speedBefore, after: speedAfter },
+        machine_speed_check_means:
+          'a fixed piece of CPU work in the bench process, best of 5, just before and after the phase (lower: a faster machine)',
         latency_ms: load.latencyMs,
         total_requests: load.totalRequests,
         total_2xx: load.total2xx,
@@ -1178,6 +1184,7 @@ async function main(): Promise<number> {
         `>= ${TARGETS.turnsPerS} ${mark(pass.turnsPerS)}`,
       ],
       ['  latency p50 / p99 (ms)', `${load.latencyMs.p50} / ${load.latencyMs.p99}`, '(report)'],
+      ['  machine speed check before / after (µs)', `${speedBefore} / ${speedAfter}`, '(report)'],
       [
         '  each second: min / p50 / max turns',
         load.perSecond

@@ -541,6 +541,41 @@ export async function postgresBackendPids(pid: number, databaseUrl: string): Pro
   return res.rows.map((r) => r.pid);
 }
 
+/**
+ * A fixed piece of CPU work (JSON of a chat-request-sized object, string and number work)
+ * timed in this process: the best of `tries`, in µs. The same code on the same machine should
+ * take the same time; when it does not, the machine itself was slower (another tenant on the
+ * host), and so were the figures measured around it. Run it while the machine is otherwise
+ * idle.
+ */
+export function machineSpeedCheckUs(tries = 5): number {
+  const doc = {
+    system: 'You are the Mezzofy sales assistant. '.repeat(150),
+    tools: Array.from({ length: 6 }, (_, i) => ({
+      name: `tool_${i}`,
+      description: 'Looks things up in the company systems. '.repeat(8),
+      input_schema: { type: 'object', properties: { q: { type: 'string', maxLength: 200 } } },
+    })),
+    messages: Array.from({ length: 6 }, (_, i) => ({
+      role: i % 2 ? 'assistant' : 'user',
+      content: `turn ${i}`,
+    })),
+  };
+  let best = Number.POSITIVE_INFINITY;
+  for (let t = 0; t < tries; t++) {
+    const started = process.hrtime.bigint();
+    let n = 0;
+    for (let i = 0; i < 200; i++) {
+      const text = JSON.stringify(doc);
+      n += (JSON.parse(text) as { messages: unknown[] }).messages.length + text.length;
+    }
+    const us = Number(process.hrtime.bigint() - started) / 1000;
+    if (n <= 0) throw new Error('unreachable');
+    best = Math.min(best, us);
+  }
+  return Math.round(best);
+}
+
 /** The whole machine's CPU time so far, busy and idle (ms, all cores), from /proc/stat. */
 export function machineCpuMs(): { busy: number; idle: number } | undefined {
   try {

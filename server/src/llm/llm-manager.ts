@@ -3,10 +3,12 @@
  * documents) it tries the configured models in order: each candidate is retried on
  * retryable errors with backoff (retry-after honoured up to a cap, beyond which it fails
  * over at once), an attempt with no event within first_byte_timeout_ms (a request asked
- * without streaming: with no answer within response_timeout_ms) is aborted as a timeout, and a candidate whose circuit is open is skipped. 400/401/403 end the call at
- * once (our bug or our key). A failure after the first streamed event ends the turn as
- * failed; it is never restarted silently. Every attempt writes an llm_usage row, charged to
- * the caller's department, and budgets are checked before each call.
+ * without streaming: with no answer within response_timeout_ms, and then the next candidate
+ * is tried at once) is aborted as a timeout, and a candidate whose circuit is open is
+ * skipped. 400/401/403 end the call at once (our bug or our key). A failure after the first
+ * streamed event ends the turn as failed; it is never restarted silently. Every attempt
+ * writes an llm_usage row, charged to the caller's department, and budgets are checked
+ * before each call.
  *
  * `stream()` yields the provider's StreamEvents between a `start` event (which model
  * answers, and why it is not the primary) and a final `result` event; the generator's

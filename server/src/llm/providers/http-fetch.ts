@@ -29,13 +29,15 @@ export interface HttpFetchOptions {
 
 const NULL_BODY_STATUS = new Set([204, 205, 304]);
 
-type Body = string | Uint8Array;
+type Body = Uint8Array;
 
+/** The body as bytes, encoded once (its length is the content-length). */
 function bodyOf(body: RequestInit['body']): Body | null | undefined {
   if (body === undefined || body === null) return null;
-  if (typeof body === 'string' || body instanceof Uint8Array) return body;
+  if (typeof body === 'string') return Buffer.from(body, 'utf8');
+  if (body instanceof Uint8Array) return body;
   if (body instanceof ArrayBuffer) return new Uint8Array(body);
-  if (body instanceof URLSearchParams) return body.toString();
+  if (body instanceof URLSearchParams) return Buffer.from(body.toString(), 'utf8');
   return undefined;
 }
 
@@ -218,7 +220,7 @@ export function createHttpFetch(options: HttpFetchOptions = {}): typeof globalTh
     new Headers(init.headers).forEach((value, name) => {
       headers[name] = value;
     });
-    if (body !== null) headers['content-length'] = String(Buffer.byteLength(body));
+    if (body !== null) headers['content-length'] = String(body.byteLength);
 
     return send(url, init, (init.method ?? 'GET').toUpperCase(), headers, body, false);
   };

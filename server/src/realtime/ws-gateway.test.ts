@@ -178,6 +178,44 @@ describe('ws gateway flow control', () => {
     gw.closeAll();
   });
 
+  it('text deltas emitted in one turn of the event loop leave as one frame, in order', async () => {
+    const { gw, release } = gateway(async (emit, released) => {
+      emit({ type: 'text-delta', text: 'Hel' });
+      emit({ type: 'text-delta', text: 'lo' });
+      await new Promise((resolve) => setImmediate(resolve));
+      emit({ type: 'text-delta', text: ', Ana.' });
+      await released;
+    });
+    const socket = await connect(gw);
+    socket.frame({ type: 'chat.send', request_id: 'r', message: 'hi' });
+    await sleep(30);
+    expect(socket.sent.slice(1)).toEqual([
+      { type: 'text.delta', request_id: 'r', text: 'Hello', seq: 2 },
+      { type: 'text.delta', request_id: 'r', text: ', Ana.', seq: 3 },
+    ]);
+    release();
+    await sleep(20);
+    expect(socket.sent.at(-1)).toMatchObject({ type: 'message.end', seq: 4, text: 'done' });
+    gw.closeAll();
+  });
+
+  it('a close sends what was emitted before it in the same turn of the event loop', async () => {
+    let closeNow = () => {};
+    const { gw, release } = gateway(async (emit, released) => {
+      emit({ type: 'text-delta', text: 'said just before the restart' });
+      closeNow();
+      await released;
+    });
+    closeNow = () => gw.closeAll(1001, 'restart');
+    const socket = await connect(gw);
+    socket.frame({ type: 'chat.send', request_id: 'r', message: 'hi' });
+    await sleep(20);
+    expect(socket.sent.slice(1)).toEqual([
+      { type: 'text.delta', request_id: 'r', text: 'said just before the restart', seq: 2 },
+    ]);
+    release();
+  });
+
   it('closes 1013 when the client stays above the mark past the limit', async () => {
     const { gw, release } = gateway(
       async (emit, released) => {
@@ -263,7 +301,10 @@ describe('ws gateway: a stream handed over to the process the client reconnects 
     first.frame({ type: 'chat.send', request_id: 'r', message: 'hi' });
     await sleep(10);
     step('one ');
+    // Events leave at the end of the event loop's turn (emitTo's flush).
+    await new Promise((resolve) => setImmediate(resolve));
     const lastSeen = first.sent.at(-1)!.seq;
+    expect(first.sent.at(-1)).toMatchObject({ type: 'text.delta', text: 'one ' });
     first.close(1006, 'network gone');
     step('two '); // kept on A for the resume
 

@@ -72,6 +72,8 @@ interface Stream {
   expiry: NodeJS.Timeout | null;
   /** Handed over to another process: events of its turns here are relayed there. */
   moved: boolean;
+  /** A flush is scheduled for the end of this turn of the event loop (see emitTo). */
+  flushing: boolean;
 }
 
 function newStream(id: string, userId: string, seq: number, kept: WsServerEvent[] = []): Stream {
@@ -81,6 +83,7 @@ function newStream(id: string, userId: string, seq: number, kept: WsServerEvent[
     seq,
     kept,
     queue: [],
+    flushing: false,
     socket: null,
     turns: new Map(),
     remoteTurns: new Map(),
@@ -164,6 +167,8 @@ export function createWsGateway(deps: GatewayDeps) {
     // it; its unsent events are numbered and kept (detach) before the check below.
     if (stream.socket)
       owners.get(stream.socket)?.close(WS_CLOSE.normal, 'resumed on another connection');
+    // Events still waiting for this turn of the event loop's flush: numbered and kept too.
+    flush(stream);
     if (!resumable(stream, claim.lastSeq)) return null;
     if (stream.expiry) clearTimeout(stream.expiry);
     stream.expiry = null;
@@ -277,6 +282,8 @@ export function createWsGateway(deps: GatewayDeps) {
 
     close(code: number, reason: string) {
       if (this.closed) return;
+      // What was emitted before the close leaves before it.
+      if (this.stream?.socket === this.socket) flush(this.stream);
       this.cleanup();
       try {
         this.socket.close(code, reasonOf(reason));
@@ -468,6 +475,14 @@ export function createWsGateway(deps: GatewayDeps) {
       }
       stream ??= newStream(randomUUID(), principal.id, this.preSeq);
       streams.set(stream.id, stream);
+      // Events emitted for the old socket and not sent yet: numbered and kept, so they are
+      // replayed below, before `ready`, in order.
+      if (stream.socket !== this.socket) {
+        const old = stream.socket;
+        stream.socket = null;
+        flush(stream);
+        stream.socket = old;
+      }
       stream.socket = this.socket;
       this.stream = stream;
       owners.set(this.socket, this);
@@ -723,7 +738,16 @@ export function createWsGateway(deps: GatewayDeps) {
     } else {
       stream.queue.push(body.type === 'text.delta' ? { ...body } : body);
     }
-    flush(stream);
+    // Sent once this turn of the event loop is over: text deltas that arrive together (one
+    // network read of the model's stream) leave as one frame, with one sequence number, and
+    // the frames of one turn go out together. A close, a resume and a hand-over flush first.
+    if (!stream.flushing) {
+      stream.flushing = true;
+      setImmediate(() => {
+        stream.flushing = false;
+        flush(stream);
+      });
+    }
   }
 
   return {

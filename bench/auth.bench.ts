@@ -28,6 +28,7 @@ import {
   api,
   BENCH_PASSWORD,
   badResponses,
+  benchServerProcess,
   benchUsers,
   type ChildServer,
   countAccessLines,
@@ -58,12 +59,8 @@ const LOGIN_S = Number(env.BENCH_LOGIN_S ?? 10);
 const CONNECTIONS = Number(env.BENCH_CONNECTIONS ?? 50);
 const USERS = CONNECTIONS;
 const LOGIN_CONCURRENCY = 4;
-const ROLE = env.BENCH_ROLE ?? 'all';
 const PROFILE = env.BENCH_PROFILE === '1';
-const CLUSTER = Number(env.BENCH_CLUSTER ?? 0);
-const SERVER_ENTRY = CLUSTER
-  ? ['bench/cluster-launcher.ts']
-  : ['server/src/main.ts', `--role=${ROLE}`];
+const SERVER = benchServerProcess(env);
 
 /** Raised for the run so that 50 users at full speed never see a 429: a config, not a trick. */
 const RATE_LIMIT = { user_points: 100_000_000, ip_points: 1_000_000, window_s: 60 };
@@ -90,9 +87,9 @@ async function main(): Promise<number> {
       run,
       port,
       root: ROOT,
-      entry: SERVER_ENTRY,
+      entry: SERVER.entry,
       rateLimit: RATE_LIMIT,
-      ...(CLUSTER ? { env: { BENCH_CLUSTER: String(CLUSTER) } } : {}),
+      env: SERVER.env,
       profileDir: PROFILE ? profileDir : undefined,
       table: 'users',
     });
@@ -192,8 +189,8 @@ async function main(): Promise<number> {
       load_average_before: loadBefore,
       load_average_after: loadAverage(),
       server: {
-        command: `node ${PROFILE ? '--cpu-prof ' : ''}--import tsx ${SERVER_ENTRY.join(' ')}`,
-        processes: CLUSTER ? `${CLUSTER} api workers (node:cluster)` : '1',
+        command: `node ${PROFILE ? '--cpu-prof ' : ''}--import tsx ${SERVER.entry.join(' ')}`,
+        processes: SERVER.processes,
         db_engine: health.checks.database?.engine,
         database: `${DATABASE_URL.replace(/\/\/[^@]*@/, '//')} schema ${schema}`,
         redis: `${REDIS_URL} prefix ${keyPrefix}`,

@@ -60,6 +60,7 @@ import WebSocket from 'ws';
 import {
   api,
   badResponses,
+  benchServerProcess,
   benchUsers,
   type ChildServer,
   cleanChildEnv,
@@ -105,13 +106,9 @@ const DIRECT_S = Number(env.BENCH_DIRECT_S ?? 5);
 const USERS = Number(env.BENCH_USERS ?? env.BENCH_CONNECTIONS ?? 50);
 const LATENCY_USERS = Math.min(USERS, Number(env.BENCH_LATENCY_USERS ?? 10));
 const SESSION_TURNS = Number(env.BENCH_SESSION_TURNS ?? 10);
-const ROLE = env.BENCH_ROLE ?? 'all';
 const PROFILE = env.BENCH_PROFILE === '1';
 const SETUP_CONCURRENCY = 4;
-const CLUSTER = Number(env.BENCH_CLUSTER ?? 0);
-const SERVER_ENTRY = CLUSTER
-  ? ['bench/cluster-launcher.ts']
-  : ['server/src/main.ts', `--role=${ROLE}`];
+const SERVER = benchServerProcess(env);
 const LAUNCHER_ENTRY = ['bench/fake-model-launcher.ts'];
 
 /** The users are sales reps: chat:use and agent:sales (server/config/roles.yaml). */
@@ -528,7 +525,7 @@ async function main(): Promise<number> {
       run,
       port,
       root: ROOT,
-      entry: SERVER_ENTRY,
+      entry: SERVER.entry,
       rateLimit: RATE_LIMIT,
       dropEnv: [
         'ANTHROPIC_API_KEY',
@@ -546,7 +543,7 @@ async function main(): Promise<number> {
         ANTHROPIC_API_KEY: FAKE_API_KEY,
         ANTHROPIC_BASE_URL: fake.url,
         MEZZOFY__llm__models__chat: MODEL,
-        ...(CLUSTER ? { BENCH_CLUSTER: String(CLUSTER) } : {}),
+        ...SERVER.env,
       },
       profileDir: PROFILE ? profileDir : undefined,
       table: 'conversations',
@@ -959,8 +956,8 @@ async function main(): Promise<number> {
       load_average_before: loadBefore,
       load_average_after: loadAverage(),
       server: {
-        command: `node ${PROFILE ? '--cpu-prof ' : ''}--import tsx ${SERVER_ENTRY.join(' ')}`,
-        processes: CLUSTER ? `${CLUSTER} api workers (node:cluster)` : '1',
+        command: `node ${PROFILE ? '--cpu-prof ' : ''}--import tsx ${SERVER.entry.join(' ')}`,
+        processes: SERVER.processes,
         // Experiments: recorded so a result never hides the settings it ran with.
         node_args: env.BENCH_NODE_ARGS || null,
         config_overrides: env.BENCH_SERVER_ENV || null,

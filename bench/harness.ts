@@ -708,6 +708,30 @@ export interface BenchServer {
  * waits for /health, checks its tables are in the run's schema (`table`), logs the generated
  * admin in. A server that fails to come up is stopped before this throws.
  */
+/**
+ * The server process the benches start: one `--role=BENCH_ROLE` process (default all), or
+ * with BENCH_CLUSTER=N, N `--role=api` workers behind node:cluster (bench/cluster-launcher.ts),
+ * which needs BENCH_CLUSTER in its own environment (cleanChildEnv drops BENCH_*).
+ */
+export function benchServerProcess(env: NodeJS.ProcessEnv = process.env): {
+  entry: string[];
+  env: Record<string, string>;
+  processes: string;
+} {
+  const cluster = Number(env.BENCH_CLUSTER ?? 0);
+  return cluster
+    ? {
+        entry: ['bench/cluster-launcher.ts'],
+        env: { BENCH_CLUSTER: String(cluster) },
+        processes: `${cluster} api workers (node:cluster)`,
+      }
+    : {
+        entry: ['server/src/main.ts', `--role=${env.BENCH_ROLE ?? 'all'}`],
+        env: {},
+        processes: '1',
+      };
+}
+
 export async function startBenchServer(options: {
   run: BenchRun;
   port: number;

@@ -251,26 +251,46 @@ const insertUserMessageStatement = prepare<
  */
 export async function insertUserMessage(
   db: Executor,
-  values: {
-    user_id: string;
-    session_id: string;
-    content: string;
-    client_message_id: string | null;
-    metadata: Record<string, unknown>;
-  },
-): Promise<{ message: MessageRow | undefined; earlier: MessageRow[] }> {
-  const rows = await runPrepared(db, insertUserMessageStatement, {
-    userId: values.user_id,
-    sessionId: values.session_id,
-    content: values.content,
-    clientMessageId: values.client_message_id,
-    metadata: JSON.stringify(values.metadata),
-  });
+  values: UserMessageValues,
+): Promise<StoredUserMessage> {
+  const rows = await runPrepared(db, insertUserMessageStatement, userMessageParams(values));
+  return splitMessages(rows, (row) => row.inserted);
+}
+
+interface UserMessageValues {
+  user_id: string;
+  session_id: string;
+  content: string;
+  client_message_id: string | null;
+  metadata: Record<string, unknown>;
+}
+
+/** The user message as stored (undefined: sent before), and the session's earlier messages. */
+interface StoredUserMessage {
+  message: MessageRow | undefined;
+  earlier: MessageRow[];
+}
+
+const userMessageParams = (values: UserMessageValues) => ({
+  userId: values.user_id,
+  sessionId: values.session_id,
+  content: values.content,
+  clientMessageId: values.client_message_id,
+  metadata: JSON.stringify(values.metadata),
+});
+
+/** Message rows of a statement, each either the inserted message or an earlier one. */
+function splitMessages<R extends MessageRow>(
+  rows: readonly R[],
+  isNew: (row: R) => boolean,
+): StoredUserMessage {
   let message: MessageRow | undefined;
   const earlier: MessageRow[] = [];
-  for (const { inserted, ...row } of rows) {
-    if (inserted) message = row;
-    else earlier.push(row);
+  for (const row of rows) {
+    const { id, role, content, metadata, client_message_id, created_at } = row;
+    const plain = { id, role, content, metadata, client_message_id, created_at };
+    if (isNew(row)) message = plain;
+    else earlier.push(plain);
   }
   return { message, earlier };
 }
@@ -374,29 +394,17 @@ function sessionFromJson(json: Record<string, unknown>): SessionRow {
 export async function leaseAndInsertUserMessage(
   db: Executor,
   lease: { token: string; leaseMs: number },
-  values: Parameters<typeof insertUserMessage>[1],
-): Promise<
-  { session: SessionRow; message: MessageRow | undefined; earlier: MessageRow[] } | undefined
-> {
+  values: UserMessageValues,
+): Promise<(StoredUserMessage & { session: SessionRow }) | undefined> {
   const rows = await runPrepared(db, leaseAndInsertStatement, {
-    userId: values.user_id,
-    sessionId: values.session_id,
+    ...userMessageParams(values),
     token: lease.token,
     leaseMs: lease.leaseMs,
-    content: values.content,
-    clientMessageId: values.client_message_id,
-    metadata: JSON.stringify(values.metadata),
   });
   const first = rows[0];
   if (first?.part !== 0 || !first.session) return undefined;
-  let message: MessageRow | undefined;
-  const earlier: MessageRow[] = [];
-  for (let i = 1; i < rows.length; i++) {
-    const { part, session: _, ...row } = rows[i]!;
-    if (part === 2) message = row;
-    else earlier.push(row);
-  }
-  return { session: sessionFromJson(first.session), message, earlier };
+  const stored = splitMessages(rows.slice(1), (row) => row.part === 2);
+  return { session: sessionFromJson(first.session), ...stored };
 }
 
 const insertAnswerStatement = prepare<

@@ -133,6 +133,8 @@ export function createLlmManager(deps: LlmManagerDeps) {
   /** One call to one model. Yields its events once committed (first event arrived). */
   async function* runAttempt(a: AttemptInput): AsyncGenerator<LlmEvent, AttemptOutcome> {
     const { ref, ctx, permit } = a;
+    // A whole answer (not a stream): its own timeout, and no first byte before the last.
+    const whole = a.request.stream === false;
     const provider = providers.get(ref.provider)!;
     const controller = new AbortController();
     const onCallerAbort = () => controller.abort(ctx.signal?.reason);
@@ -191,10 +193,10 @@ export function createLlmManager(deps: LlmManagerDeps) {
           [Symbol.asyncIterator]();
         next = await within(
           iterator.next(),
-          a.request.stream === false ? config.response_timeout_ms : config.first_byte_timeout_ms,
+          whole ? config.response_timeout_ms : config.first_byte_timeout_ms,
           ref.provider,
           ctx.signal,
-          a.request.stream === false ? 'response timeout' : 'first-byte timeout',
+          whole ? 'response timeout' : 'first-byte timeout',
         );
       } catch (raw) {
         const err = toProviderError(raw, ref.provider, ctx.signal);
@@ -207,8 +209,7 @@ export function createLlmManager(deps: LlmManagerDeps) {
         return { ok: false, error: err };
       }
 
-      // A whole answer has no first byte before its last: no time to first byte.
-      ttfb = a.request.stream === false ? null : performance.now() - started;
+      ttfb = whole ? null : performance.now() - started;
       permit.success();
       const answeredBy: AnsweredBy = {
         provider: ref.provider,

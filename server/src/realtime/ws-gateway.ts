@@ -477,12 +477,7 @@ export function createWsGateway(deps: GatewayDeps) {
       streams.set(stream.id, stream);
       // Events emitted for the old socket and not sent yet: numbered and kept, so they are
       // replayed below, before `ready`, in order.
-      if (stream.socket !== this.socket) {
-        const old = stream.socket;
-        stream.socket = null;
-        flush(stream);
-        stream.socket = old;
-      }
+      if (stream.socket !== this.socket) keepQueued(stream);
       stream.socket = this.socket;
       this.stream = stream;
       owners.set(this.socket, this);
@@ -707,14 +702,15 @@ export function createWsGateway(deps: GatewayDeps) {
   }
 
   /** Sends queued events while the socket is under its high-water mark. */
+  /** Nobody to send to: the queued events are numbered and kept for a resume. */
+  function keepQueued(stream: Stream) {
+    for (const body of stream.queue.splice(0)) push(stream, body);
+  }
+
   function flush(stream: Stream) {
     const socket = stream.socket;
     while (stream.queue.length) {
-      if (!socket || socket.readyState !== socket.OPEN) {
-        // Nobody to send to: number them for a resume.
-        for (const body of stream.queue.splice(0)) push(stream, body);
-        return;
-      }
+      if (!socket || socket.readyState !== socket.OPEN) return keepQueued(stream);
       if (socket.bufferedAmount > cfg.high_water_bytes) {
         owners.get(socket)?.watchDrain();
         return;

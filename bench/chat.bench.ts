@@ -20,6 +20,10 @@
  *               WebSocket turn asks it; a REST turn asks for the whole answer) replayed from this
  *               process straight to the fake with node:http, BENCH_LATENCY_USERS at a time,
  *               BENCH_DIRECT_S: the model's own time to first token and round trip
+ *   anchor      after the server has stopped: the issue's anchor measured on this machine, the
+ *               Portkey gateway (bench/anchor.ts) forwarding the same request (as a REST turn
+ *               asks it) to the same fake, storing nothing, at BENCH_LATENCY_USERS and then
+ *               BENCH_USERS connections (autocannon), BENCH_ANCHOR_S each
  * Each user continues its own session and starts a new one every BENCH_SESSION_TURNS turns.
  *
  * Each run gets its own PostgreSQL schema (dropped afterwards) and Redis key prefix (deleted
@@ -33,6 +37,8 @@
  *   BENCH_DURATION_S     throughput measurement, default 15 (after BENCH_WARMUP_S, default 3)
  *   BENCH_LATENCY_S      overhead and time-to-first-token measurements, default 10 each
  *   BENCH_DIRECT_S       direct model baseline, default 5
+ *   BENCH_ANCHOR_S       anchor phase, seconds per connection count, default 10; 0 leaves it out
+ *                        (the first run installs Portkey into bench/anchor: npm ci, ~10 s)
  *   BENCH_USERS          users, and connections in the throughput phase, default 50
  *   BENCH_LATENCY_USERS  concurrent users in the overhead and ttft phases, default 10
  *   BENCH_SESSION_TURNS  turns per session before a user starts a new one, default 10
@@ -57,6 +63,7 @@ import { fileURLToPath } from 'node:url';
 import { type ChatReply, PROTOCOL_VERSION, type WsServerEvent } from '@mezzofy/protocol';
 import type autocannon from 'autocannon';
 import WebSocket from 'ws';
+import { ANCHOR_PACKAGE, type AnchorLoad, measureAnchor } from './anchor.ts';
 import {
   api,
   badResponses,
@@ -129,8 +136,11 @@ const ANCHOR = {
   what: 'Portkey gateway (Node) against a zero-latency model, storing nothing',
   requests_per_s: 800,
   p50_ms: 11,
-  source: 'issue 3 (measured on this machine by the issue author; not re-measured here)',
+  source: "issue 3's figure, from an earlier machine; anchor_measured is this run's own",
 };
+/** Seconds per connection count of the anchor phase (bench/anchor.ts); 0 leaves it out. */
+const ANCHOR_S = Number(env.BENCH_ANCHOR_S ?? 10);
+const ANCHOR_RUN = ANCHOR_S > 0;
 
 /** Monotonic clock in µs: the fake's process reads the same one (process.hrtime). */
 const nowUs = () => Number(process.hrtime.bigint()) / 1000;
@@ -896,6 +906,22 @@ async function main(): Promise<number> {
       ),
     ).then((r) => r.rows[0]!.n - 2);
 
+    // ---- the anchor, on this machine: Portkey forwarding the same request, storing nothing ----
+    const anchor = ANCHOR_RUN
+      ? await measureAnchor({
+          root: ROOT,
+          env,
+          stdoutFile: run.file('anchor.log'),
+          fake,
+          apiKey: FAKE_API_KEY,
+          headers: captured.headers,
+          body: JSON.stringify(capturedShape),
+          connections: [LATENCY_USERS, USERS],
+          seconds: ANCHOR_S,
+          warmupS: 2,
+        })
+      : undefined;
+
     // ---- figures ----
     const serverModelRequests = modelCountBeforeDirect - modelCountAtStart;
     const dbPerTurn: Record<string, Record<string, number>> = {};
@@ -923,11 +949,16 @@ async function main(): Promise<number> {
       p99: round2(total.p99 - directTotal.p99),
     };
 
+    const anchorAt = (connections: number) =>
+      anchor?.runs.find((r) => r.connections === connections);
+    const anchorRate = (r: AnchorLoad) => Math.round(r.load.total2xx / r.load.durationS);
+
     const problems = [
       ['overhead', badResponses(overheadLoad)],
       ['throughput', badResponses(load)],
       ['ttft', badResponses(wsLoad)],
       ['direct model', badResponses(directLoad)],
+      ...(anchor?.runs ?? []).map((r) => [`anchor at ${r.connections}`, badResponses(r.load)]),
     ]
       .filter(([, p]) => p)
       .map(([phase, p]) => `${phase}: ${p}`);
@@ -1102,6 +1133,27 @@ async function main(): Promise<number> {
           "pg_stat_user_tables of the run's schema after setup, divided by the turns stored (sequential and index scans, rows inserted, updated, deleted per turn)",
       },
       anchor: ANCHOR,
+      anchor_measured: anchor
+        ? {
+            what: `Portkey AI gateway ${anchor.version} (${ANCHOR_PACKAGE}, Node, build/start-server.js --headless, NODE_ENV=production), POST /v1/messages with x-portkey-provider anthropic and x-portkey-custom-host = the fake: the server's own whole-answer model request (request_bytes), after the server stopped, same fake; stores nothing`,
+            speed_check_us: anchor.speedCheckUs,
+            runs: anchor.runs.map((r) => ({
+              connections: r.connections,
+              requests_per_s: Math.round(r.load.total2xx / r.load.durationS),
+              latency_ms: r.load.latencyMs,
+              per_second: r.load.perSecond,
+              gateway_cpu_us_per_request: r.gatewayCpuUsPerRequest,
+              fake_cpu_us_per_request: r.fakeCpuUsPerRequest,
+              non2xx: r.load.non2xx,
+              errors: r.load.errors + r.load.timeouts,
+            })),
+            throughput_vs_anchor_at_same_connections: anchorAt(USERS)
+              ? round2(turnsPerS / anchorRate(anchorAt(USERS)!))
+              : null,
+            means:
+              'our turns/s (auth, rate limit, routing, two statements on PostgreSQL, usage row, access log) divided by the requests/s of a gateway that only forwards, at the same connection count, on the same machine',
+          }
+        : null,
       targets: {
         overhead_p50_ms: {
           target: `<= ${TARGETS.overheadP50Ms}`,
@@ -1233,6 +1285,20 @@ async function main(): Promise<number> {
         `${ANCHOR.requests_per_s} req/s, p50 ${ANCHOR.p50_ms} ms`,
         '(from the issue)',
       ],
+      ...(anchor?.runs ?? []).map((r) => [
+        `  measured here, ${r.connections} connections`,
+        `${anchorRate(r)} req/s, p50 ${r.load.latencyMs.p50} ms, ${r.gatewayCpuUsPerRequest ?? '?'} µs/req`,
+        '(report)',
+      ]),
+      ...(anchorAt(USERS)
+        ? [
+            [
+              `  our turns/s / its req/s, ${USERS} connections`,
+              String(round2(turnsPerS / anchorRate(anchorAt(USERS)!))),
+              '(report)',
+            ],
+          ]
+        : []),
     ]);
     console.log(
       `\nnode ${process.version}, ${os.cpus().length} cpus, load before ${loadBefore}; server: ${result.server.db_engine} + redis, log level info with access log; model: zero-latency fake in its own process, ${result.model.request_bytes} B request.`,

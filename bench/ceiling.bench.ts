@@ -310,7 +310,11 @@ const LEASE_MS = 240_000;
  *                            earlier ones: a data-modifying CTE and a union)
  *   3. insertUsage           server/src/llm/usage.repository.ts
  *   4. insertAnswerAndEndTurn  chat.repository.ts (a data-modifying CTE)
- * Each autocommits, as in the server (no transaction around them). The server binds every
+ * Each autocommits, as in the server (no transaction around them). These are the statements of
+ * 2026-11-26 02:00. The server has since folded 1 and 2 into one statement for a turn that
+ * names its agent (leaseAndInsertUserMessage), and stores the answers ready at the same time
+ * with one statement (insertAnswersAndEndTurns, docs/adr/0009), so this script overstates
+ * PostgreSQL's share of a turn, and the implied ceiling is lower than what the server can reach. The server binds every
  * value as a parameter; here the per-turn values (session, user, token) are pgbench variables
  * (parameters in -M extended and -M prepared), the constant ones literals. pgbench reads `:name`
  * as a variable anywhere, so the JSON literals have a space after each colon (same jsonb).

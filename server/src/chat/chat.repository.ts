@@ -407,76 +407,121 @@ export async function leaseAndInsertUserMessage(
   return { session: sessionFromJson(first.session), ...stored };
 }
 
-const insertAnswerStatement = prepare<
-  MessageRow,
-  'userId' | 'sessionId' | 'content' | 'metadata' | 'agent' | 'token' | 'usage'
->('chat_insert_answer_end_turn', (db, p) =>
-  db
-    // The turn's last llm_usage rows (deferred by the model call), stored with the answer.
-    .with('usage', (db) =>
-      db
-        .insertInto('llm_usage')
-        .columns(USAGE_COLUMNS)
-        .expression((eb) =>
-          eb.selectFrom(usageRowsFromJson(p('usage')).as('u')).select(USAGE_COLUMNS),
-        ),
-    )
-    .with('ended', (db) =>
-      db
-        .updateTable('chat_sessions')
-        .set((eb) => {
-          // Cleared only while this turn's token still holds the lease.
-          const released = <C extends 'turn_token' | 'turn_expires_at'>(column: C) =>
-            eb.case().when('turn_token', '=', p('token')).then(null).else(eb.ref(column)).end();
-          return {
-            // A null agent keeps the session's.
-            agent: sql<string>`coalesce(${p<string | null>('agent')}, agent)`,
-            updated_at: sql<Date>`now()`,
-            turn_token: released('turn_token'),
-            turn_expires_at: released('turn_expires_at'),
-          };
-        })
-        .where('id', '=', p('sessionId')),
-    )
-    .insertInto('conversations')
-    .values({
-      user_id: p('userId'),
-      session_id: p('sessionId'),
-      role: 'assistant',
-      content: p('content'),
-      metadata: p('metadata'),
-    })
-    .returning(MESSAGE_COLUMNS),
+/** A turn's answer, as `insertAnswersAndEndTurns` stores it. */
+export interface AnswerValues {
+  user_id: string;
+  session_id: string;
+  content: string;
+  metadata: Record<string, unknown>;
+  /** The session's agent from now on; undefined keeps the session's. */
+  agent?: string | undefined;
+  /** The turn's lease token: the lease is given back if it still holds it. */
+  token: string;
+  /** The turn's deferred llm_usage rows, stored with the answer. */
+  usage?: readonly UsageRow[];
+}
+
+interface AnswerColumns {
+  session_id: string;
+  user_id: string;
+  content: string;
+  metadata: Record<string, unknown>;
+  agent: string | null;
+  token: string;
+}
+
+/** Answers given as one JSON array parameter, one row each. */
+const answersFromJson = (json: unknown) =>
+  sql<AnswerColumns>`jsonb_to_recordset(${json}::jsonb)`.as<'a'>(
+    sql`a(session_id uuid, user_id uuid, content text, metadata jsonb, agent text, token uuid)`,
+  );
+
+const insertAnswersStatement = prepare<MessageRow & { session_id: string }, 'answers' | 'usage'>(
+  'chat_insert_answers_end_turns',
+  (db, p) =>
+    db
+      .with('a', (db) =>
+        db
+          .selectFrom(answersFromJson(p('answers')))
+          .select(['session_id', 'user_id', 'content', 'metadata', 'agent', 'token']),
+      )
+      // The turns' last llm_usage rows (deferred by the model call), stored with the answers.
+      .with('usage', (db) =>
+        db
+          .insertInto('llm_usage')
+          .columns(USAGE_COLUMNS)
+          .expression((eb) =>
+            eb.selectFrom(usageRowsFromJson(p('usage')).as('u')).select(USAGE_COLUMNS),
+          ),
+      )
+      .with('ended', (db) =>
+        db
+          .updateTable('chat_sessions')
+          .from('a')
+          .set((eb) => {
+            // Cleared only while the answer's token still holds the lease.
+            const released = <C extends 'turn_token' | 'turn_expires_at'>(column: C) =>
+              eb
+                .case()
+                .when('chat_sessions.turn_token', '=', eb.ref('a.token'))
+                .then(null)
+                .else(eb.ref(`chat_sessions.${column}`))
+                .end();
+            return {
+              // A null agent keeps the session's.
+              agent: sql<string>`coalesce(a.agent, chat_sessions.agent)`,
+              updated_at: sql<Date>`now()`,
+              turn_token: released('turn_token'),
+              turn_expires_at: released('turn_expires_at'),
+            };
+          })
+          .whereRef('chat_sessions.id', '=', 'a.session_id'),
+      )
+      .insertInto('conversations')
+      .columns(['user_id', 'session_id', 'role', 'content', 'metadata'])
+      .expression((eb) =>
+        eb
+          .selectFrom('a')
+          .select([
+            'user_id',
+            'session_id',
+            sql.lit('assistant').as('role'),
+            'content',
+            'metadata',
+          ]),
+      )
+      .returning([...MESSAGE_COLUMNS, 'session_id']),
 );
 
 /**
- * Stores a turn's answer and ends the turn in one statement: data-modifying CTEs write the
- * turn's deferred llm_usage rows and touch the session (and its agent), giving the lease back
- * if `token` still holds it, so the session is never left holding a lease its stored answer
- * no longer needs.
+ * Stores turns' answers and ends the turns in one statement: data-modifying CTEs write the
+ * turns' deferred llm_usage rows and touch each session (and its agent), giving its lease back
+ * if the answer's token still holds it, so a session is never left holding a lease its stored
+ * answer no longer needs. At most one answer per session (the caller's rule: a session runs
+ * one turn at a time); the rows come back keyed by session.
  */
-export async function insertAnswerAndEndTurn(
+export async function insertAnswersAndEndTurns(
   db: Executor,
-  values: {
-    user_id: string;
-    session_id: string;
-    content: string;
-    metadata: Record<string, unknown>;
-  },
-  end: { agent?: string; token: string },
-  usage: readonly UsageRow[] = [],
-): Promise<MessageRow> {
-  const rows = await runPrepared(db, insertAnswerStatement, {
-    usage: JSON.stringify(usage.map(usageColumns)),
-    userId: values.user_id,
-    sessionId: values.session_id,
-    content: values.content,
-    metadata: JSON.stringify(values.metadata),
-    agent: end.agent ?? null,
-    token: end.token,
+  answers: readonly AnswerValues[],
+): Promise<Map<string, MessageRow>> {
+  const rows = await runPrepared(db, insertAnswersStatement, {
+    answers: JSON.stringify(
+      answers.map(
+        (a): AnswerColumns => ({
+          session_id: a.session_id,
+          user_id: a.user_id,
+          content: a.content,
+          metadata: a.metadata,
+          agent: a.agent ?? null,
+          token: a.token,
+        }),
+      ),
+    ),
+    usage: JSON.stringify(answers.flatMap((a) => (a.usage ?? []).map(usageColumns))),
   });
-  if (!rows[0]) throw new Error('answer not stored');
-  return rows[0];
+  const stored = new Map<string, MessageRow>();
+  for (const { session_id, ...row } of rows) stored.set(session_id, row);
+  return stored;
 }
 
 /** Replaces a message's metadata (e.g. a tool result arriving after an approval). */

@@ -45,12 +45,13 @@ import type { Logger } from '../logging/logger.ts';
 import { eventsOf } from '../realtime/turn-events.ts';
 import type { UserEvents } from '../realtime/user-events.ts';
 import type { ToolOutcome } from '../tools/tool.ts';
+import { createAnswerWriter } from './answer-writer.ts';
 import {
+  type AnswerValues,
   deleteEmptySession,
   findByClientMessageId,
   findOwnSession,
   findReplyTo,
-  insertAnswerAndEndTurn,
   insertSession,
   insertUserMessage,
   leaseAndInsertUserMessage,
@@ -204,6 +205,8 @@ export function createChatService(deps: ChatServiceDeps) {
   let closing = false;
   /** Leases given back by `storeAnswer`, so the running turn's wrapper does not do it again. */
   const released = new Set<string>();
+  /** Stores answers, those ready at the same time in one statement. */
+  const answers = createAnswerWriter(db);
 
   events.onCancel(({ userId, sessionId, token }) => {
     const turn = running.get(sessionId);
@@ -296,11 +299,12 @@ export function createChatService(deps: ChatServiceDeps) {
 
   /**
    * Stores the turn's answer with its deferred llm_usage rows, touches the session and gives
-   * its lease back: one statement. If it fails, the usage rows are still written (the model
-   * calls happened and are paid for).
+   * its lease back: one statement, shared with the other answers ready at the same time
+   * (answer-writer.ts). If it fails, the usage rows are still written (the model calls
+   * happened and are paid for).
    */
   async function storeAnswer(
-    values: Parameters<typeof insertAnswerAndEndTurn>[1],
+    values: Pick<AnswerValues, 'user_id' | 'session_id' | 'content' | 'metadata'>,
     agent: string | undefined,
     token: string,
     usage: UsageRow[] = [],
@@ -308,7 +312,7 @@ export function createChatService(deps: ChatServiceDeps) {
     const taken = usage.splice(0);
     let row: MessageRow;
     try {
-      row = await insertAnswerAndEndTurn(db, values, { ...(agent ? { agent } : {}), token }, taken);
+      row = await answers.store({ ...values, agent, token, usage: taken });
     } catch (err) {
       if (taken.length)
         await insertUsage(db, ...taken).catch((e: unknown) =>

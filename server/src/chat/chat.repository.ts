@@ -302,67 +302,123 @@ type LeaseInsertRow = MessageRow & {
   session: Record<string, unknown> | null;
 };
 
-const leaseAndInsertStatement = prepare<
-  LeaseInsertRow,
-  'userId' | 'sessionId' | 'token' | 'leaseMs' | 'content' | 'clientMessageId' | 'metadata'
->('chat_lease_insert_user_message', (db, p) =>
-  db
-    // A free lease only. Taking an expired one may wait for its late holder's commit (the
-    // answer), which this statement's snapshot would not see in the history below; that
-    // case goes through leaseSession and insertUserMessage, two statements, two snapshots.
-    .with('lease', (db) => leaseUpdate(db, p, false).returning(SESSION_COLUMNS))
-    // Only into the session just leased: nothing is stored when the lease is not taken.
-    .with('ins', (db) =>
-      db
-        .insertInto('conversations')
-        .columns(['user_id', 'session_id', 'role', 'content', 'client_message_id', 'metadata'])
-        .expression((eb) =>
-          eb
-            .selectFrom('lease')
-            .select([
-              'lease.user_id',
-              'lease.id',
-              sql<string>`'user'`.as('role'),
-              sql<string>`cast(${p('content')} as text)`.as('content'),
-              sql<string | null>`cast(${p('clientMessageId')} as text)`.as('client_message_id'),
-              sql<string>`cast(${p('metadata')} as jsonb)`.as('metadata'),
-            ]),
-        )
-        .onConflict(skipSentBefore)
-        .returning(MESSAGE_COLUMNS),
-    )
-    .selectFrom('lease')
-    .select([
-      sql<number>`0`.as('part'),
-      sql<Record<string, unknown> | null>`json_build_object(${sql.join(
-        SESSION_COLUMNS.map((c) => sql`${sql.lit(c)}, ${sql.ref(`lease.${c}`)}`),
-      )})`.as('session'),
-      sql<string>`null::uuid`.as('id'),
-      sql<string>`null::text`.as('role'),
-      sql<string>`null::text`.as('content'),
-      sql<Record<string, unknown> | null>`null::jsonb`.as('metadata'),
-      sql<string | null>`null::text`.as('client_message_id'),
-      sql<Date>`null::timestamptz`.as('created_at'),
-    ])
-    // The session's earlier messages (the main query does not see the CTE's insert), and
-    // only once the lease is held.
-    .unionAll((eb) =>
-      eb
-        .selectFrom('conversations')
-        .select([sql<number>`1`.as('part'), sql<null>`null::json`.as('session')])
-        .select(MESSAGE_COLUMNS)
-        .where('session_id', '=', p('sessionId'))
-        .where((eb) => eb.exists(eb.selectFrom('lease').select('lease.id'))),
-    )
-    .unionAll((eb) =>
-      eb
-        .selectFrom('ins')
-        .select([sql<number>`2`.as('part'), sql<null>`null::json`.as('session')])
-        .select(MESSAGE_COLUMNS),
-    )
-    .orderBy('part')
-    .orderBy('created_at')
-    .orderBy('id'),
+/** A turn's user message, with the lease its turn takes (`leaseAndInsertUserMessages`). */
+export type LeaseInsertValues = UserMessageValues & { token: string; leaseMs: number };
+
+/** The lease taken: the session, the user message as stored and the earlier messages. */
+export type LeasedTurn = StoredUserMessage & { session: SessionRow };
+
+interface LeaseInsertColumns {
+  session_id: string;
+  user_id: string;
+  token: string;
+  lease_ms: number;
+  content: string;
+  client_message_id: string | null;
+  metadata: Record<string, unknown>;
+}
+
+/** Turns' user messages given as one JSON array parameter, one row each. */
+const leaseItemsFromJson = (json: unknown) =>
+  sql<LeaseInsertColumns>`jsonb_to_recordset(${json}::jsonb)`.as<'a'>(
+    sql`a(session_id uuid, user_id uuid, token uuid, lease_ms integer, content text, client_message_id text, metadata jsonb)`,
+  );
+
+const leaseAndInsertStatement = prepare<LeaseInsertRow & { session_key: string }, 'items'>(
+  'chat_lease_insert_user_messages',
+  (db, p) =>
+    db
+      .with('a', (db) =>
+        db
+          .selectFrom(leaseItemsFromJson(p('items')))
+          .select([
+            'session_id',
+            'user_id',
+            'token',
+            'lease_ms',
+            'content',
+            'client_message_id',
+            'metadata',
+          ]),
+      )
+      // Free leases only. Taking an expired one may wait for its late holder's commit (the
+      // answer), which this statement's snapshot would not see in the history below; that
+      // case goes through leaseSession and insertUserMessage, two statements, two snapshots.
+      .with('lease', (db) =>
+        db
+          .updateTable('chat_sessions')
+          .from('a')
+          .set((eb) => ({
+            turn_token: eb.ref('a.token'),
+            turn_expires_at: sql<Date>`now() + a.lease_ms * interval '1 millisecond'`,
+          }))
+          .whereRef('chat_sessions.id', '=', 'a.session_id')
+          .whereRef('chat_sessions.user_id', '=', 'a.user_id')
+          .where('chat_sessions.deleted_at', 'is', null)
+          .where('chat_sessions.turn_token', 'is', null)
+          .returning(SESSION_COLUMNS.map((c) => `chat_sessions.${c}` as const)),
+      )
+      // Only into the sessions just leased: nothing is stored where the lease is not taken.
+      .with('ins', (db) =>
+        db
+          .insertInto('conversations')
+          .columns(['user_id', 'session_id', 'role', 'content', 'client_message_id', 'metadata'])
+          .expression((eb) =>
+            eb
+              .selectFrom('lease')
+              .innerJoin('a', 'a.session_id', 'lease.id')
+              .select([
+                'lease.user_id',
+                'lease.id',
+                sql<string>`'user'`.as('role'),
+                'a.content',
+                'a.client_message_id',
+                'a.metadata',
+              ]),
+          )
+          .onConflict(skipSentBefore)
+          .returning([...MESSAGE_COLUMNS, 'session_id']),
+      )
+      .selectFrom('lease')
+      .select([
+        sql<number>`0`.as('part'),
+        'lease.id as session_key',
+        sql<Record<string, unknown> | null>`json_build_object(${sql.join(
+          SESSION_COLUMNS.map((c) => sql`${sql.lit(c)}, ${sql.ref(`lease.${c}`)}`),
+        )})`.as('session'),
+        sql<string>`null::uuid`.as('id'),
+        sql<string>`null::text`.as('role'),
+        sql<string>`null::text`.as('content'),
+        sql<Record<string, unknown> | null>`null::jsonb`.as('metadata'),
+        sql<string | null>`null::text`.as('client_message_id'),
+        sql<Date>`null::timestamptz`.as('created_at'),
+      ])
+      // The leased sessions' earlier messages (the main query does not see the CTE's insert).
+      .unionAll((eb) =>
+        eb
+          .selectFrom('conversations')
+          .select([
+            sql<number>`1`.as('part'),
+            'conversations.session_id as session_key',
+            sql<null>`null::json`.as('session'),
+          ])
+          .select(MESSAGE_COLUMNS)
+          .where('conversations.session_id', 'in', eb.selectFrom('lease').select('lease.id')),
+      )
+      .unionAll((eb) =>
+        eb
+          .selectFrom('ins')
+          .select([
+            sql<number>`2`.as('part'),
+            'ins.session_id as session_key',
+            sql<null>`null::json`.as('session'),
+          ])
+          .select(MESSAGE_COLUMNS),
+      )
+      .orderBy('session_key')
+      .orderBy('part')
+      .orderBy('created_at')
+      .orderBy('id'),
 );
 
 const SESSION_DATES = [
@@ -384,27 +440,56 @@ function sessionFromJson(json: Record<string, unknown>): SessionRow {
 }
 
 /**
- * Takes the session's free turn lease and, once it is held, inserts the user message and
+ * Takes each session's free turn lease and, once it is held, inserts the user message and
  * returns the session's earlier messages: leaseSession and insertUserMessage in one
- * statement, for a turn whose agent is known before the session is read (named by the
- * request). Undefined when the lease is not taken (the session is not the user's, deleted,
- * busy, or its lease expired: see the statement): then nothing is stored. `message` is
- * undefined when this user already sent the client_message_id.
+ * statement, for turns whose agent is known before the session is read (named by the
+ * request), several sessions at once (at most one item per session). The result holds the
+ * sessions whose lease was taken; for the others (not the user's, deleted, busy, or an expired
+ * lease: see the statement) nothing is stored. `message` is undefined when this user already
+ * sent the client_message_id.
  */
+export async function leaseAndInsertUserMessages(
+  db: Executor,
+  items: readonly LeaseInsertValues[],
+): Promise<Map<string, LeasedTurn>> {
+  const rows = await runPrepared(db, leaseAndInsertStatement, {
+    items: JSON.stringify(
+      items.map(
+        (v): LeaseInsertColumns => ({
+          session_id: v.session_id,
+          user_id: v.user_id,
+          token: v.token,
+          lease_ms: v.leaseMs,
+          content: v.content,
+          client_message_id: v.client_message_id,
+          metadata: v.metadata,
+        }),
+      ),
+    ),
+  });
+  const turns = new Map<string, LeasedTurn>();
+  // Ordered by session, then the session row (part 0) before its messages.
+  for (let i = 0; i < rows.length; ) {
+    const first = rows[i]!;
+    let end = i + 1;
+    while (end < rows.length && rows[end]!.session_key === first.session_key) end += 1;
+    if (first.part === 0 && first.session) {
+      const stored = splitMessages(rows.slice(i + 1, end), (row) => row.part === 2);
+      turns.set(first.session_key, { session: sessionFromJson(first.session), ...stored });
+    }
+    i = end;
+  }
+  return turns;
+}
+
+/** One turn of leaseAndInsertUserMessages: undefined when the lease is not taken. */
 export async function leaseAndInsertUserMessage(
   db: Executor,
   lease: { token: string; leaseMs: number },
   values: UserMessageValues,
-): Promise<(StoredUserMessage & { session: SessionRow }) | undefined> {
-  const rows = await runPrepared(db, leaseAndInsertStatement, {
-    ...userMessageParams(values),
-    token: lease.token,
-    leaseMs: lease.leaseMs,
-  });
-  const first = rows[0];
-  if (first?.part !== 0 || !first.session) return undefined;
-  const stored = splitMessages(rows.slice(1), (row) => row.part === 2);
-  return { session: sessionFromJson(first.session), ...stored };
+): Promise<LeasedTurn | undefined> {
+  const turns = await leaseAndInsertUserMessages(db, [{ ...values, ...lease }]);
+  return turns.get(values.session_id);
 }
 
 /** A turn's answer, as `insertAnswersAndEndTurns` stores it. */

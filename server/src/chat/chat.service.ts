@@ -45,7 +45,7 @@ import type { Logger } from '../logging/logger.ts';
 import { eventsOf } from '../realtime/turn-events.ts';
 import type { UserEvents } from '../realtime/user-events.ts';
 import type { ToolOutcome } from '../tools/tool.ts';
-import { createAnswerWriter } from './answer-writer.ts';
+import { createAnswerWriter, createLeaseTaker } from './turn-statements.ts';
 import {
   type AnswerValues,
   deleteEmptySession,
@@ -54,7 +54,6 @@ import {
   findReplyTo,
   insertSession,
   insertUserMessage,
-  leaseAndInsertUserMessage,
   leaseSession,
   listMessages,
   listSessions,
@@ -205,7 +204,8 @@ export function createChatService(deps: ChatServiceDeps) {
   let closing = false;
   /** Leases given back by `storeAnswer`, so the running turn's wrapper does not do it again. */
   const released = new Set<string>();
-  /** Stores answers, those ready at the same time in one statement. */
+  /** Takes leases with user messages, and stores answers: those ready together in one statement. */
+  const leases = createLeaseTaker(db);
   const answers = createAnswerWriter(db);
 
   events.onCancel(({ userId, sessionId, token }) => {
@@ -300,7 +300,7 @@ export function createChatService(deps: ChatServiceDeps) {
   /**
    * Stores the turn's answer with its deferred llm_usage rows, touches the session and gives
    * its lease back: one statement, shared with the other answers ready at the same time
-   * (answer-writer.ts). If it fails, the usage rows are still written (the model calls
+   * (turn-statements.ts). If it fails, the usage rows are still written (the model calls
    * happened and are paid for).
    */
   async function storeAnswer(
@@ -432,11 +432,7 @@ export function createChatService(deps: ChatServiceDeps) {
       if (!current && early) {
         const take = async () => {
           const row = userRow(early);
-          const both = await leaseAndInsertUserMessage(
-            db,
-            { token, leaseMs: limits.turnLeaseMs },
-            row,
-          );
+          const both = await leases.take({ ...row, token, leaseMs: limits.turnLeaseMs });
           if (both) return both;
           // Busy, not the user's, or an expired lease (which the one statement leaves alone):
           // the lease alone, then the insert with a snapshot that sees the last answer.

@@ -1,19 +1,29 @@
 /**
+ * The statements at either end of a chat turn, shared by the turns ready at the same time.
+ *
  * Turns' answers stored together (chat.repository.ts insertAnswersAndEndTurns, and the group
- * commit in chat/answer-writer.ts): one statement stores several sessions' answers with their
+ * commit in chat/turn-statements.ts): one statement stores several sessions' answers with their
  * usage rows, gives back each lease its answer's token still holds, and sets or keeps each
  * session's agent; the writer sends the answers ready at the same time in one statement, never
  * two of one session together, splits at maxBatch, runs at most maxInFlight statements at once,
  * and a bad answer fails only its own turn.
+ *
+ * Turns' leases taken together (leaseAndInsertUserMessages, and createLeaseTaker): one
+ * statement takes several sessions' free leases, inserts each user message and returns each
+ * session's own earlier messages; a busy, deleted or other user's session is left alone and
+ * gets nothing stored; two takes of one session never share a statement.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAnswerWriter } from '../src/chat/answer-writer.ts';
 import {
   type AnswerValues,
   insertAnswersAndEndTurns,
   insertSession,
+  type LeaseInsertValues,
+  leaseAndInsertUserMessages,
+  releaseSession,
 } from '../src/chat/chat.repository.ts';
+import { createAnswerWriter, createLeaseTaker } from '../src/chat/turn-statements.ts';
 import type { Database } from '../src/db/database.ts';
 import type { UsageRow } from '../src/llm/usage.repository.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts';
@@ -21,6 +31,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/test-database.t
 let testDb: TestDatabase;
 let database: Database;
 let owner: string;
+let stranger: string;
 
 const LEASE_MS = 60_000;
 
@@ -39,6 +50,18 @@ beforeAll(async () => {
     .returning('id')
     .executeTakeFirstOrThrow();
   owner = row.id;
+  const other = await database.db
+    .insertInto('users')
+    .values({
+      email: 'answers-stranger@mezzofy.test',
+      password_hash: 'x',
+      name: 'Stranger',
+      department: 'sales',
+      role: 'sales_rep',
+    })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  stranger = other.id;
 });
 
 afterAll(async () => {
@@ -277,5 +300,156 @@ describe('createAnswerWriter', () => {
   it('refuses limits below one', () => {
     expect(() => createAnswerWriter(database.db, { maxBatch: 0 })).toThrow(/limits/);
     expect(() => createAnswerWriter(database.db, { maxInFlight: 0 })).toThrow(/limits/);
+  });
+});
+
+/** A session with no lease held, and `earlier` user messages in it. */
+async function freeSession(earlier: string[], userId = owner): Promise<string> {
+  const token = randomUUID();
+  const row = await insertSession(database.db, {
+    user_id: userId,
+    title: 'Leases',
+    agent: 'sales',
+    turn_token: token,
+    leaseMs: LEASE_MS,
+  });
+  for (const content of earlier)
+    await database.db
+      .insertInto('conversations')
+      .values({ user_id: userId, session_id: row.id, role: 'user', content, metadata: '{}' })
+      .execute();
+  await releaseSession(database.db, row.id, token);
+  return row.id;
+}
+
+const userMessage = (
+  sessionId: string,
+  content: string,
+  extra: Partial<LeaseInsertValues> = {},
+): LeaseInsertValues => ({
+  user_id: owner,
+  session_id: sessionId,
+  content,
+  client_message_id: null,
+  metadata: { agent: 'sales' },
+  token: randomUUID(),
+  leaseMs: LEASE_MS,
+  ...extra,
+});
+
+async function messagesOf(id: string): Promise<string[]> {
+  const rows = await database.db
+    .selectFrom('conversations')
+    .select('content')
+    .where('session_id', '=', id)
+    .orderBy('created_at')
+    .orderBy('id')
+    .execute();
+  return rows.map((r) => r.content);
+}
+
+describe('leaseAndInsertUserMessages', () => {
+  it('leases several sessions, inserts each message and returns each session’s own history', async () => {
+    const a = await freeSession(['a1', 'a2']);
+    const b = await freeSession([]);
+    const c = await freeSession(['c1']);
+    const items = [
+      userMessage(a, 'a3'),
+      userMessage(b, 'b1', { client_message_id: 'cm-b1' }),
+      userMessage(c, 'c2'),
+    ];
+    const turns = await leaseAndInsertUserMessages(database.db, items);
+    expect([...turns.keys()].sort()).toEqual([a, b, c].sort());
+    expect(turns.get(a)?.earlier.map((m) => m.content)).toEqual(['a1', 'a2']);
+    expect(turns.get(a)?.message).toMatchObject({ role: 'user', content: 'a3' });
+    expect(turns.get(b)?.earlier).toEqual([]);
+    expect(turns.get(b)?.message).toMatchObject({ content: 'b1', client_message_id: 'cm-b1' });
+    expect(turns.get(c)?.earlier.map((m) => m.content)).toEqual(['c1']);
+    for (const [i, id] of [a, b, c].entries()) {
+      const session = turns.get(id)!.session;
+      expect(session).toMatchObject({ id, user_id: owner, turn_token: items[i]!.token });
+      expect(session.turn_expires_at).toBeInstanceOf(Date);
+      expect((await sessionRow(id)).turn_token).toBe(items[i]!.token);
+    }
+    expect(await messagesOf(a)).toEqual(['a1', 'a2', 'a3']);
+  });
+
+  it('leaves busy, deleted and other users’ sessions alone, storing nothing there', async () => {
+    const free = await freeSession(['f1']);
+    const busyToken = randomUUID();
+    const busy = await session(busyToken);
+    const deleted = await freeSession(['d1']);
+    await database.db
+      .updateTable('chat_sessions')
+      .set({ deleted_at: new Date() })
+      .where('id', '=', deleted)
+      .execute();
+    const theirs = await freeSession(['t1'], stranger);
+    const turns = await leaseAndInsertUserMessages(database.db, [
+      userMessage(free, 'f2'),
+      userMessage(busy, 'not now'),
+      userMessage(deleted, 'gone'),
+      userMessage(theirs, 'not mine'),
+    ]);
+    expect([...turns.keys()]).toEqual([free]);
+    expect(await messagesOf(free)).toEqual(['f1', 'f2']);
+    expect(await messagesOf(busy)).toEqual([]);
+    expect((await sessionRow(busy)).turn_token).toBe(busyToken);
+    expect(await messagesOf(deleted)).toEqual(['d1']);
+    expect(await messagesOf(theirs)).toEqual(['t1']);
+    expect((await sessionRow(theirs)).turn_token).toBeNull();
+  });
+
+  it('holds the lease but inserts nothing for a client_message_id sent before', async () => {
+    const id = await freeSession([]);
+    const first = userMessage(id, 'once', { client_message_id: 'cm-dup' });
+    const turns1 = await leaseAndInsertUserMessages(database.db, [first]);
+    expect(turns1.get(id)?.message?.content).toBe('once');
+    await releaseSession(database.db, id, first.token);
+    const again = userMessage(id, 'once', { client_message_id: 'cm-dup' });
+    const turns2 = await leaseAndInsertUserMessages(database.db, [again]);
+    expect(turns2.get(id)?.message).toBeUndefined();
+    expect(turns2.get(id)?.earlier.map((m) => m.content)).toEqual(['once']);
+    expect((await sessionRow(id)).turn_token).toBe(again.token);
+  });
+});
+
+describe('createLeaseTaker', () => {
+  function counted() {
+    const calls: number[] = [];
+    const lease: typeof leaseAndInsertUserMessages = (db, items) => {
+      calls.push(items.length);
+      return leaseAndInsertUserMessages(db, items);
+    };
+    return { lease, calls };
+  }
+
+  it('takes the leases asked for at the same time in one statement', async () => {
+    const { lease, calls } = counted();
+    const taker = createLeaseTaker(database.db, { lease, maxInFlight: 1 });
+    const sessions = await Promise.all(['x', 'y', 'z', 'w'].map((h) => freeSession([h])));
+    const turns = await Promise.all(sessions.map((s, i) => taker.take(userMessage(s, `m${i}`))));
+    expect(calls).toEqual([4]);
+    expect(turns.map((t) => t?.message?.content)).toEqual(['m0', 'm1', 'm2', 'm3']);
+    expect(turns.map((t) => t?.earlier.map((m) => m.content))).toEqual([
+      ['x'],
+      ['y'],
+      ['z'],
+      ['w'],
+    ]);
+  });
+
+  it('never puts two takes of one session in one statement: the second finds it busy', async () => {
+    const { lease, calls } = counted();
+    const taker = createLeaseTaker(database.db, { lease, maxInFlight: 1 });
+    const id = await freeSession([]);
+    const [first, second] = await Promise.all([
+      taker.take(userMessage(id, 'first')),
+      taker.take(userMessage(id, 'second')),
+    ]);
+    expect(calls).toEqual([1, 1]);
+    expect(first?.message?.content).toBe('first');
+    expect(second).toBeUndefined();
+    expect(await messagesOf(id)).toEqual(['first']);
   });
 });

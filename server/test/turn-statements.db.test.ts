@@ -35,33 +35,20 @@ let stranger: string;
 
 const LEASE_MS = 60_000;
 
+async function user(email: string): Promise<string> {
+  const row = await database.db
+    .insertInto('users')
+    .values({ email, password_hash: 'x', name: email, department: 'sales', role: 'sales_rep' })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
+}
+
 beforeAll(async () => {
   testDb = await createTestDatabase();
   database = testDb.database;
-  const row = await database.db
-    .insertInto('users')
-    .values({
-      email: 'answers@mezzofy.test',
-      password_hash: 'x',
-      name: 'Answers',
-      department: 'sales',
-      role: 'sales_rep',
-    })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  owner = row.id;
-  const other = await database.db
-    .insertInto('users')
-    .values({
-      email: 'answers-stranger@mezzofy.test',
-      password_hash: 'x',
-      name: 'Stranger',
-      department: 'sales',
-      role: 'sales_rep',
-    })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  stranger = other.id;
+  owner = await user('answers@mezzofy.test');
+  stranger = await user('answers-stranger@mezzofy.test');
 });
 
 afterAll(async () => {
@@ -451,5 +438,47 @@ describe('createLeaseTaker', () => {
     expect(first?.message?.content).toBe('first');
     expect(second).toBeUndefined();
     expect(await messagesOf(id)).toEqual(['first']);
+  });
+
+  it('finds the turn of a session id written in capitals (the API accepts them)', async () => {
+    const taker = createLeaseTaker(database.db);
+    const id = await freeSession(['before']);
+    const turn = await taker.take(userMessage(id.toUpperCase(), 'shouting'));
+    expect(turn?.message?.content).toBe('shouting');
+    expect(turn?.earlier.map((m) => m.content)).toEqual(['before']);
+    const writer = createAnswerWriter(database.db);
+    const row = await writer.store(answer(id.toUpperCase(), turn!.session.turn_token!, 'calm'));
+    expect(row.content).toBe('calm');
+    expect((await sessionRow(id)).turn_token).toBeNull();
+  });
+});
+
+describe('both statements', () => {
+  it('store a lone UTF-16 surrogate as U+FFFD instead of failing the turn', async () => {
+    const id = await freeSession([]);
+    const item = userMessage(id, 'broken \ud83d emoji');
+    const turns = await leaseAndInsertUserMessages(database.db, [item]);
+    expect(turns.get(id)?.message?.content).toBe('broken \ufffd emoji');
+    const stored = await insertAnswersAndEndTurns(database.db, [
+      answer(id, item.token, 'half \udc00 a pair'),
+    ]);
+    expect(stored.get(id)?.content).toBe('half \ufffd a pair');
+  });
+
+  it('refuse two items of one session', async () => {
+    const id = await freeSession([]);
+    await expect(
+      leaseAndInsertUserMessages(database.db, [
+        userMessage(id, 'a'),
+        userMessage(id.toUpperCase(), 'b'),
+      ]),
+    ).rejects.toThrow(/one item per session/);
+    await expect(
+      insertAnswersAndEndTurns(database.db, [
+        answer(id, randomUUID(), 'a'),
+        answer(id, randomUUID(), 'b'),
+      ]),
+    ).rejects.toThrow(/one item per session/);
+    expect(await messagesOf(id)).toEqual([]);
   });
 });

@@ -302,6 +302,26 @@ type LeaseInsertRow = MessageRow & {
   session: Record<string, unknown> | null;
 };
 
+/**
+ * Several turns' items for one statement: at most one per session (it would take one of them
+ * arbitrarily), ordered by user then session, so that statements running at once lock the rows
+ * they share (users by the foreign keys, sessions) in the same order.
+ */
+function forOneStatement<T extends { user_id: string; session_id: string }>(
+  items: readonly T[],
+): T[] {
+  const sessions = new Set(items.map((i) => i.session_id.toLowerCase()));
+  if (sessions.size !== items.length) throw new Error('one item per session in a statement');
+  const key = (i: T) => `${i.user_id.toLowerCase()} ${i.session_id.toLowerCase()}`;
+  return [...items].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+}
+
+/**
+ * Text as jsonb takes it: a lone UTF-16 surrogate (which a text parameter would have turned into
+ * U+FFFD) is refused inside a JSON document, so it becomes U+FFFD here.
+ */
+const wellFormed = (text: string) => (text as string & { toWellFormed(): string }).toWellFormed();
+
 /** A turn's user message, with the lease its turn takes (`leaseAndInsertUserMessages`). */
 export type LeaseInsertValues = UserMessageValues & { token: string; leaseMs: number };
 
@@ -443,7 +463,7 @@ function sessionFromJson(json: Record<string, unknown>): SessionRow {
  * Takes each session's free turn lease and, once it is held, inserts the user message and
  * returns the session's earlier messages: leaseSession and insertUserMessage in one
  * statement, for turns whose agent is known before the session is read (named by the
- * request), several sessions at once (at most one item per session). The result holds the
+ * request), several sessions at once (one item per session, or it throws). The result holds the
  * sessions whose lease was taken; for the others (not the user's, deleted, busy, or an expired
  * lease: see the statement) nothing is stored. `message` is undefined when this user already
  * sent the client_message_id.
@@ -454,13 +474,13 @@ export async function leaseAndInsertUserMessages(
 ): Promise<Map<string, LeasedTurn>> {
   const rows = await runPrepared(db, leaseAndInsertStatement, {
     items: JSON.stringify(
-      items.map(
+      forOneStatement(items).map(
         (v): LeaseInsertColumns => ({
           session_id: v.session_id,
           user_id: v.user_id,
           token: v.token,
           lease_ms: v.leaseMs,
-          content: v.content,
+          content: wellFormed(v.content),
           client_message_id: v.client_message_id,
           metadata: v.metadata,
         }),
@@ -489,7 +509,7 @@ export async function leaseAndInsertUserMessage(
   values: UserMessageValues,
 ): Promise<LeasedTurn | undefined> {
   const turns = await leaseAndInsertUserMessages(db, [{ ...values, ...lease }]);
-  return turns.get(values.session_id);
+  return turns.get(values.session_id.toLowerCase());
 }
 
 /** A turn's answer, as `insertAnswersAndEndTurns` stores it. */
@@ -582,8 +602,8 @@ const insertAnswersStatement = prepare<MessageRow & { session_id: string }, 'ans
  * Stores turns' answers and ends the turns in one statement: data-modifying CTEs write the
  * turns' deferred llm_usage rows and touch each session (and its agent), giving its lease back
  * if the answer's token still holds it, so a session is never left holding a lease its stored
- * answer no longer needs. At most one answer per session (the caller's rule: a session runs
- * one turn at a time); the rows come back keyed by session.
+ * answer no longer needs. One answer per session, or it throws (a session runs one turn at a
+ * time); the rows come back keyed by session id as PostgreSQL writes it (lower case).
  */
 export async function insertAnswersAndEndTurns(
   db: Executor,
@@ -591,11 +611,11 @@ export async function insertAnswersAndEndTurns(
 ): Promise<Map<string, MessageRow>> {
   const rows = await runPrepared(db, insertAnswersStatement, {
     answers: JSON.stringify(
-      answers.map(
+      forOneStatement(answers).map(
         (a): AnswerColumns => ({
           session_id: a.session_id,
           user_id: a.user_id,
-          content: a.content,
+          content: wellFormed(a.content),
           metadata: a.metadata,
           agent: a.agent ?? null,
           token: a.token,

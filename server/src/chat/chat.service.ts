@@ -45,7 +45,6 @@ import type { Logger } from '../logging/logger.ts';
 import { eventsOf } from '../realtime/turn-events.ts';
 import type { UserEvents } from '../realtime/user-events.ts';
 import type { ToolOutcome } from '../tools/tool.ts';
-import { createAnswerWriter, createLeaseTaker } from './turn-statements.ts';
 import {
   type AnswerValues,
   deleteEmptySession,
@@ -67,6 +66,7 @@ import {
 import { turnsOf } from './history.ts';
 import type { ImageMediaType } from './media-type.ts';
 import type { FitHistoryInput, SessionHistory } from './session-history.ts';
+import { createAnswerWriter, createLeaseTaker } from './turn-statements.ts';
 
 const TITLE_CHARS = 60;
 
@@ -237,7 +237,7 @@ export function createChatService(deps: ChatServiceDeps) {
 
   /**
    * Waits for the session's turn lease (another process may be running a turn in it), taken
-   * by `take` (leaseSession, or leaseAndInsertUserMessage). Undefined when the session is not
+   * by `take` (leaseSession, or the lease taker: leaseAndInsertUserMessages). Undefined when the session is not
    * the user's or was deleted.
    */
   async function lease<T>(

@@ -8,7 +8,7 @@
  * item, so one bad item fails only its own turn.
  */
 import type { Executor } from '../db/executor.ts';
-import { createGroupCommit } from '../db/group-commit.ts';
+import { blamesAnItem, createGroupCommit } from '../db/group-commit.ts';
 import {
   type AnswerValues,
   insertAnswersAndEndTurns,
@@ -18,10 +18,16 @@ import {
   type MessageRow,
 } from './chat.repository.ts';
 
-/** Items in one statement at most: its JSON parameter stays small (an answer is ~1 KB). */
+/**
+ * Items in one statement at most: its JSON parameter and its result stay bounded (an answer's
+ * metadata holds its tool transcript; a lease returns the session's history).
+ */
 export const TURN_BATCH_MAX = 64;
 /** Statements of each kind running at once, of this process; the others wait for one to end. */
 export const TURN_STATEMENTS_IN_FLIGHT = 2;
+
+/** A session id as PostgreSQL writes it (the maps of results are keyed so). */
+export const sessionKey = (id: string) => id.toLowerCase();
 
 interface Limits {
   maxBatch?: number;
@@ -42,8 +48,9 @@ export function createAnswerWriter(
 ): AnswerWriter {
   const insert = options.insert ?? insertAnswersAndEndTurns;
   const group = createGroupCommit<AnswerValues, MessageRow>({
-    key: (answer) => answer.session_id,
+    key: (answer) => sessionKey(answer.session_id),
     run: (answers) => insert(db, answers),
+    retryAlone: blamesAnItem,
     maxBatch: options.maxBatch ?? TURN_BATCH_MAX,
     maxInFlight: options.maxInFlight ?? TURN_STATEMENTS_IN_FLIGHT,
   });
@@ -58,7 +65,7 @@ export function createAnswerWriter(
 
 export interface LeaseTaker {
   /**
-   * Takes the session's free lease and inserts the user message (leaseAndInsertUserMessage);
+   * Takes the session's free lease and inserts the user message (leaseAndInsertUserMessages);
    * undefined when the lease is not taken, and then nothing is stored.
    */
   take(values: LeaseInsertValues): Promise<LeasedTurn | undefined>;
@@ -70,8 +77,9 @@ export function createLeaseTaker(
 ): LeaseTaker {
   const lease = options.lease ?? leaseAndInsertUserMessages;
   const group = createGroupCommit<LeaseInsertValues, LeasedTurn>({
-    key: (values) => values.session_id,
+    key: (values) => sessionKey(values.session_id),
     run: (items) => lease(db, items),
+    retryAlone: blamesAnItem,
     maxBatch: options.maxBatch ?? TURN_BATCH_MAX,
     maxInFlight: options.maxInFlight ?? TURN_STATEMENTS_IN_FLIGHT,
   });

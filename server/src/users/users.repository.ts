@@ -48,6 +48,8 @@ export async function lockActiveAdmins(db: Executor, adminRole: string): Promise
     .select('id')
     .where('role', '=', adminRole)
     .where('is_active', '=', true)
+    // In id order, as every statement that locks several users rows (docs/adr/0009).
+    .orderBy('id')
     .forUpdate()
     .execute();
   return rows.map((r) => r.id);

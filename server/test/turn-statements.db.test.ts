@@ -14,12 +14,15 @@
  * gets nothing stored; two takes of one session never share a statement.
  */
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type AnswerValues,
   insertAnswersAndEndTurns,
+  insertAnswersStatement,
   insertSession,
   type LeaseInsertValues,
+  leaseAndInsertStatement,
   leaseAndInsertUserMessages,
   releaseSession,
 } from '../src/chat/chat.repository.ts';
@@ -480,5 +483,39 @@ describe('both statements', () => {
       ]),
     ).rejects.toThrow(/one item per session/);
     expect(await messagesOf(id)).toEqual([]);
+  });
+
+  it('find the sessions through the primary key in their generic plans, not by reading the table', async () => {
+    const rollback = new Error('rollback');
+    const plans: Record<string, string> = {};
+    await database.db
+      .transaction()
+      .execute(async (trx) => {
+        await sql`insert into chat_sessions (user_id) select ${owner}::uuid from generate_series(1, 20000)`.execute(
+          trx,
+        );
+        await sql`analyze chat_sessions`.execute(trx);
+        await sql`set local plan_cache_mode = force_generic_plan`.execute(trx);
+        for (const [name, statement, args] of [
+          ['t_answers', insertAnswersStatement, `'[]', '[]'`],
+          ['t_leases', leaseAndInsertStatement, `'[]'`],
+        ] as const) {
+          await sql.raw(`prepare ${name} as ${statement.sql}`).execute(trx);
+          const rows = await sql
+            .raw<{ 'QUERY PLAN': string }>(`explain execute ${name}(${args})`)
+            .execute(trx);
+          plans[name] = rows.rows.map((r) => r['QUERY PLAN']).join('\n');
+          await sql.raw(`deallocate ${name}`).execute(trx);
+        }
+        throw rollback;
+      })
+      .catch((err: unknown) => {
+        if (err !== rollback) throw err;
+      });
+    for (const plan of Object.values(plans)) {
+      expect(plan).toMatch(/Update on chat_sessions/);
+      expect(plan).not.toMatch(/Seq Scan on chat_sessions/);
+      expect(plan).toMatch(/chat_sessions_pkey/);
+    }
   });
 });

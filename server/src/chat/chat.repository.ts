@@ -338,13 +338,22 @@ interface LeaseInsertColumns {
   metadata: Record<string, unknown>;
 }
 
+/**
+ * The sessions of a statement's items (CTE `a`), for `chat_sessions.id = any(…)`. The planner
+ * guesses 100 rows for a JSON array, and for a join with that many it can prefer reading the
+ * whole chat_sessions table (a hash join; seen in the generic plan of the answers' update at
+ * 20,000 sessions). Matched against an array, the rows are found through the primary key.
+ */
+const byPrimaryKey = sql<string>`any(array(select a.session_id from a))`;
+
 /** Turns' user messages given as one JSON array parameter, one row each. */
 const leaseItemsFromJson = (json: unknown) =>
   sql<LeaseInsertColumns>`jsonb_to_recordset(${json}::jsonb)`.as<'a'>(
     sql`a(session_id uuid, user_id uuid, token uuid, lease_ms integer, content text, client_message_id text, metadata jsonb)`,
   );
 
-const leaseAndInsertStatement = prepare<LeaseInsertRow & { session_key: string }, 'items'>(
+/** Exported for the plan test (server/test/turn-statements.db.test.ts). */
+export const leaseAndInsertStatement = prepare<LeaseInsertRow & { session_key: string }, 'items'>(
   'chat_lease_insert_user_messages',
   (db, p) =>
     db
@@ -373,6 +382,7 @@ const leaseAndInsertStatement = prepare<LeaseInsertRow & { session_key: string }
             turn_expires_at: sql<Date>`now() + a.lease_ms * interval '1 millisecond'`,
           }))
           .whereRef('chat_sessions.id', '=', 'a.session_id')
+          .where('chat_sessions.id', '=', byPrimaryKey)
           .whereRef('chat_sessions.user_id', '=', 'a.user_id')
           .where('chat_sessions.deleted_at', 'is', null)
           .where('chat_sessions.turn_token', 'is', null)
@@ -541,61 +551,58 @@ const answersFromJson = (json: unknown) =>
     sql`a(session_id uuid, user_id uuid, content text, metadata jsonb, agent text, token uuid)`,
   );
 
-const insertAnswersStatement = prepare<MessageRow & { session_id: string }, 'answers' | 'usage'>(
-  'chat_insert_answers_end_turns',
-  (db, p) =>
-    db
-      .with('a', (db) =>
-        db
-          .selectFrom(answersFromJson(p('answers')))
-          .select(['session_id', 'user_id', 'content', 'metadata', 'agent', 'token']),
-      )
-      // The turns' last llm_usage rows (deferred by the model call), stored with the answers.
-      .with('usage', (db) =>
-        db
-          .insertInto('llm_usage')
-          .columns(USAGE_COLUMNS)
-          .expression((eb) =>
-            eb.selectFrom(usageRowsFromJson(p('usage')).as('u')).select(USAGE_COLUMNS),
-          ),
-      )
-      .with('ended', (db) =>
-        db
-          .updateTable('chat_sessions')
-          .from('a')
-          .set((eb) => {
-            // Cleared only while the answer's token still holds the lease.
-            const released = <C extends 'turn_token' | 'turn_expires_at'>(column: C) =>
-              eb
-                .case()
-                .when('chat_sessions.turn_token', '=', eb.ref('a.token'))
-                .then(null)
-                .else(eb.ref(`chat_sessions.${column}`))
-                .end();
-            return {
-              // A null agent keeps the session's.
-              agent: sql<string>`coalesce(a.agent, chat_sessions.agent)`,
-              updated_at: sql<Date>`now()`,
-              turn_token: released('turn_token'),
-              turn_expires_at: released('turn_expires_at'),
-            };
-          })
-          .whereRef('chat_sessions.id', '=', 'a.session_id'),
-      )
-      .insertInto('conversations')
-      .columns(['user_id', 'session_id', 'role', 'content', 'metadata'])
-      .expression((eb) =>
-        eb
-          .selectFrom('a')
-          .select([
-            'user_id',
-            'session_id',
-            sql.lit('assistant').as('role'),
-            'content',
-            'metadata',
-          ]),
-      )
-      .returning([...MESSAGE_COLUMNS, 'session_id']),
+/** Exported for the plan test (server/test/turn-statements.db.test.ts). */
+export const insertAnswersStatement = prepare<
+  MessageRow & { session_id: string },
+  'answers' | 'usage'
+>('chat_insert_answers_end_turns', (db, p) =>
+  db
+    .with('a', (db) =>
+      db
+        .selectFrom(answersFromJson(p('answers')))
+        .select(['session_id', 'user_id', 'content', 'metadata', 'agent', 'token']),
+    )
+    // The turns' last llm_usage rows (deferred by the model call), stored with the answers.
+    .with('usage', (db) =>
+      db
+        .insertInto('llm_usage')
+        .columns(USAGE_COLUMNS)
+        .expression((eb) =>
+          eb.selectFrom(usageRowsFromJson(p('usage')).as('u')).select(USAGE_COLUMNS),
+        ),
+    )
+    .with('ended', (db) =>
+      db
+        .updateTable('chat_sessions')
+        .from('a')
+        .set((eb) => {
+          // Cleared only while the answer's token still holds the lease.
+          const released = <C extends 'turn_token' | 'turn_expires_at'>(column: C) =>
+            eb
+              .case()
+              .when('chat_sessions.turn_token', '=', eb.ref('a.token'))
+              .then(null)
+              .else(eb.ref(`chat_sessions.${column}`))
+              .end();
+          return {
+            // A null agent keeps the session's.
+            agent: sql<string>`coalesce(a.agent, chat_sessions.agent)`,
+            updated_at: sql<Date>`now()`,
+            turn_token: released('turn_token'),
+            turn_expires_at: released('turn_expires_at'),
+          };
+        })
+        .whereRef('chat_sessions.id', '=', 'a.session_id')
+        .where('chat_sessions.id', '=', byPrimaryKey),
+    )
+    .insertInto('conversations')
+    .columns(['user_id', 'session_id', 'role', 'content', 'metadata'])
+    .expression((eb) =>
+      eb
+        .selectFrom('a')
+        .select(['user_id', 'session_id', sql.lit('assistant').as('role'), 'content', 'metadata']),
+    )
+    .returning([...MESSAGE_COLUMNS, 'session_id']),
 );
 
 /**

@@ -16,7 +16,7 @@ import {
   releaseSession,
 } from '../src/chat/chat.repository.ts';
 import type { Database } from '../src/db/database.ts';
-import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts';
+import { createTestDatabase, insertSalesRep, type TestDatabase } from './helpers/test-database.ts';
 
 let testDb: TestDatabase;
 let database: Database;
@@ -41,15 +41,6 @@ const tok = {
   t8: randomUUID(),
   t9: randomUUID(),
 };
-
-async function user(email: string): Promise<string> {
-  const row = await database.db
-    .insertInto('users')
-    .values({ email, password_hash: 'x', name: email, department: 'sales', role: 'sales_rep' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  return row.id;
-}
 
 const message = (content: string, clientMessageId: string | null = null, userId = owner) => ({
   user_id: userId,
@@ -82,8 +73,8 @@ async function leaseToken(): Promise<string | null> {
 beforeAll(async () => {
   testDb = await createTestDatabase();
   database = testDb.database;
-  owner = await user('lease-owner@mezzofy.test');
-  stranger = await user('lease-stranger@mezzofy.test');
+  owner = await insertSalesRep(database, 'lease-owner@mezzofy.test');
+  stranger = await insertSalesRep(database, 'lease-stranger@mezzofy.test');
 });
 
 afterAll(async () => {

@@ -29,7 +29,7 @@ import {
 import { createAnswerWriter, createLeaseTaker } from '../src/chat/turn-statements.ts';
 import type { Database } from '../src/db/database.ts';
 import type { UsageRow } from '../src/llm/usage.repository.ts';
-import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts';
+import { createTestDatabase, insertSalesRep, type TestDatabase } from './helpers/test-database.ts';
 
 let testDb: TestDatabase;
 let database: Database;
@@ -38,20 +38,11 @@ let stranger: string;
 
 const LEASE_MS = 60_000;
 
-async function user(email: string): Promise<string> {
-  const row = await database.db
-    .insertInto('users')
-    .values({ email, password_hash: 'x', name: email, department: 'sales', role: 'sales_rep' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  return row.id;
-}
-
 beforeAll(async () => {
   testDb = await createTestDatabase();
   database = testDb.database;
-  owner = await user('answers@mezzofy.test');
-  stranger = await user('answers-stranger@mezzofy.test');
+  owner = await insertSalesRep(database, 'answers@mezzofy.test');
+  stranger = await insertSalesRep(database, 'answers-stranger@mezzofy.test');
 });
 
 afterAll(async () => {

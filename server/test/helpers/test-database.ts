@@ -62,3 +62,13 @@ export async function createTestDatabase(engine: TestEngine = testEngine()): Pro
   await migrate(database);
   return { database, drop: () => database.close() };
 }
+
+/** A `sales_rep` user of the sales department with this email; its id. */
+export async function insertSalesRep(database: Database, email: string): Promise<string> {
+  const row = await database.db
+    .insertInto('users')
+    .values({ email, password_hash: 'x', name: email, department: 'sales', role: 'sales_rep' })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
+}

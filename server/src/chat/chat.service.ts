@@ -237,8 +237,8 @@ export function createChatService(deps: ChatServiceDeps) {
 
   /**
    * Waits for the session's turn lease (another process may be running a turn in it), taken
-   * by `take` (leaseSession, or the lease taker: leaseAndInsertUserMessages). Undefined when the session is not
-   * the user's or was deleted.
+   * by `take` (leaseSession, or the lease taker: leaseAndInsertUserMessages). Undefined when
+   * the session is not the user's or was deleted.
    */
   async function lease<T>(
     userId: string,

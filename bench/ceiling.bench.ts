@@ -312,7 +312,7 @@ const LEASE_MS = 240_000;
  *   4. insertAnswerAndEndTurn  chat.repository.ts (a data-modifying CTE)
  * Each autocommits, as in the server (no transaction around them). These are the statements of
  * 2026-11-26 02:00. The server has since folded 1 and 2 into one statement for a turn that
- * names its agent (leaseAndInsertUserMessage), and stores the answers ready at the same time
+ * names its agent (leaseAndInsertUserMessages), and stores the answers ready at the same time
  * with one statement (insertAnswersAndEndTurns, docs/adr/0009), so this script overstates
  * PostgreSQL's share of a turn, and the implied ceiling is lower than what the server can reach. The server binds every
  * value as a parameter; here the per-turn values (session, user, token) are pgbench variables

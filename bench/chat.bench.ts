@@ -949,9 +949,10 @@ async function main(): Promise<number> {
       p99: round2(total.p99 - directTotal.p99),
     };
 
-    const anchorAt = (connections: number) =>
-      anchor?.runs.find((r) => r.connections === connections);
     const anchorRate = (r: AnchorLoad) => Math.round(r.load.total2xx / r.load.durationS);
+    // Our turns/s over the anchor's requests/s at the throughput phase's connections.
+    const anchorAtUsers = anchor?.runs.find((r) => r.connections === USERS);
+    const anchorRatio = anchorAtUsers ? round2(turnsPerS / anchorRate(anchorAtUsers)) : null;
 
     const problems = [
       ['overhead', badResponses(overheadLoad)],
@@ -1139,7 +1140,7 @@ async function main(): Promise<number> {
             speed_check_us: anchor.speedCheckUs,
             runs: anchor.runs.map((r) => ({
               connections: r.connections,
-              requests_per_s: Math.round(r.load.total2xx / r.load.durationS),
+              requests_per_s: anchorRate(r),
               latency_ms: r.load.latencyMs,
               per_second: r.load.perSecond,
               gateway_cpu_us_per_request: r.gatewayCpuUsPerRequest,
@@ -1147,9 +1148,7 @@ async function main(): Promise<number> {
               non2xx: r.load.non2xx,
               errors: r.load.errors + r.load.timeouts,
             })),
-            throughput_vs_anchor_at_same_connections: anchorAt(USERS)
-              ? round2(turnsPerS / anchorRate(anchorAt(USERS)!))
-              : null,
+            throughput_vs_anchor_at_same_connections: anchorRatio,
             means:
               'our turns/s (auth, rate limit, routing, two statements on PostgreSQL, usage row, access log) divided by the requests/s of a gateway that only forwards, at the same connection count, on the same machine',
           }
@@ -1290,15 +1289,9 @@ async function main(): Promise<number> {
         `${anchorRate(r)} req/s, p50 ${r.load.latencyMs.p50} ms, ${r.gatewayCpuUsPerRequest ?? '?'} µs/req`,
         '(report)',
       ]),
-      ...(anchorAt(USERS)
-        ? [
-            [
-              `  our turns/s / its req/s, ${USERS} connections`,
-              String(round2(turnsPerS / anchorRate(anchorAt(USERS)!))),
-              '(report)',
-            ],
-          ]
-        : []),
+      ...(anchorRatio === null
+        ? []
+        : [[`  our turns/s / its req/s, ${USERS} connections`, String(anchorRatio), '(report)']]),
     ]);
     console.log(
       `\nnode ${process.version}, ${os.cpus().length} cpus, load before ${loadBefore}; server: ${result.server.db_engine} + redis, log level info with access log; model: zero-latency fake in its own process, ${result.model.request_bytes} B request.`,

@@ -1,7 +1,7 @@
 /**
  * The session's turn lease taken together with the user message (chat.repository.ts
- * leaseAndInsertUserMessage): one statement leases, inserts and returns the earlier messages;
- * it stores nothing when the lease is not taken (busy, expired, another user's, deleted); it
+ * leaseAndInsertUserMessages, one turn at a time here): one statement leases, inserts and
+ * returns the earlier messages; it stores nothing when the lease is not taken (busy, expired, another user's, deleted); it
  * gives the session back exactly as leaseSession does (timestamps as Dates, in any time zone);
  * a client_message_id sent before inserts nothing but the lease is held.
  */
@@ -11,11 +11,15 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   findOwnSession,
   insertSession,
-  leaseAndInsertUserMessage,
+  type LeasedTurn,
+  leaseAndInsertUserMessages,
   leaseSession,
   releaseSession,
+  sessionKey,
+  type UserMessageValues,
 } from '../src/chat/chat.repository.ts';
 import type { Database } from '../src/db/database.ts';
+import type { Executor } from '../src/db/executor.ts';
 import { createTestDatabase, insertSalesRep, type TestDatabase } from './helpers/test-database.ts';
 
 let testDb: TestDatabase;
@@ -25,6 +29,16 @@ let stranger: string;
 let sessionId: string;
 
 const LEASE_MS = 60_000;
+
+/** One turn of leaseAndInsertUserMessages: undefined when the lease is not taken. */
+async function leaseAndInsertUserMessage(
+  db: Executor,
+  lease: { token: string; leaseMs: number },
+  values: UserMessageValues,
+): Promise<LeasedTurn | undefined> {
+  const turns = await leaseAndInsertUserMessages(db, [{ ...values, ...lease }]);
+  return turns.get(sessionKey(values.session_id));
+}
 /** Lease tokens are UUIDs. */
 const tok = {
   evil: randomUUID(),

@@ -1,8 +1,8 @@
 /** Chat sessions and their messages (`chat_sessions`, `conversations`). */
-import { type OnConflictBuilder, type QueryCreator, sql } from 'kysely';
+import { type OnConflictBuilder, sql } from 'kysely';
 import type { Executor } from '../db/executor.ts';
 import { cursorShapes, decodeCursor, timeKey } from '../db/pagination.ts';
-import { type Param, prepare, runPrepared } from '../db/prepared.ts';
+import { prepare, runPrepared } from '../db/prepared.ts';
 import type { DB } from '../db/schema.ts';
 import {
   USAGE_COLUMNS,
@@ -90,32 +90,25 @@ const MESSAGE_COLUMNS = [
 ] as const;
 
 /**
- * The lease: the user's own, not deleted session whose lease is free (or, `orExpired`,
- * expired: its holder died or overran).
+ * Takes the lease: the user's own, not deleted session whose lease is free or expired (its
+ * holder died or overran).
  */
-const leaseUpdate = (
-  db: QueryCreator<DB>,
-  p: Param<'userId' | 'sessionId' | 'token' | 'leaseMs'>,
-  orExpired: boolean,
-) =>
-  db
-    .updateTable('chat_sessions')
-    .set({
-      turn_token: p('token'),
-      turn_expires_at: leaseEnd(p<number>('leaseMs')),
-    })
-    .where('id', '=', p('sessionId'))
-    .where('user_id', '=', p('userId'))
-    .where('deleted_at', 'is', null)
-    .where((eb) =>
-      orExpired
-        ? eb.or([eb('turn_token', 'is', null), eb('turn_expires_at', '<', sql<Date>`now()`)])
-        : eb('turn_token', 'is', null),
-    );
-
 const leaseStatement = prepare<SessionRow, 'userId' | 'sessionId' | 'token' | 'leaseMs'>(
   'chat_lease_session',
-  (db, p) => leaseUpdate(db, p, true).returning(SESSION_COLUMNS),
+  (db, p) =>
+    db
+      .updateTable('chat_sessions')
+      .set({
+        turn_token: p('token'),
+        turn_expires_at: leaseEnd(p<number>('leaseMs')),
+      })
+      .where('id', '=', p('sessionId'))
+      .where('user_id', '=', p('userId'))
+      .where('deleted_at', 'is', null)
+      .where((eb) =>
+        eb.or([eb('turn_token', 'is', null), eb('turn_expires_at', '<', sql<Date>`now()`)]),
+      )
+      .returning(SESSION_COLUMNS),
 );
 
 /**
@@ -257,7 +250,7 @@ export async function insertUserMessage(
   return splitMessages(rows, (row) => row.inserted);
 }
 
-interface UserMessageValues {
+export interface UserMessageValues {
   user_id: string;
   session_id: string;
   content: string;
@@ -302,6 +295,9 @@ type LeaseInsertRow = MessageRow & {
   session: Record<string, unknown> | null;
 };
 
+/** A session id as PostgreSQL writes it: the key of the batch statements' results. */
+export const sessionKey = (id: string) => id.toLowerCase();
+
 /**
  * Several turns' items for one statement: at most one per session (it would take one of them
  * arbitrarily), ordered by user then session, so that statements running at once lock the rows
@@ -310,9 +306,9 @@ type LeaseInsertRow = MessageRow & {
 function forOneStatement<T extends { user_id: string; session_id: string }>(
   items: readonly T[],
 ): T[] {
-  const sessions = new Set(items.map((i) => i.session_id.toLowerCase()));
+  const sessions = new Set(items.map((i) => sessionKey(i.session_id)));
   if (sessions.size !== items.length) throw new Error('one item per session in a statement');
-  const key = (i: T) => `${i.user_id.toLowerCase()} ${i.session_id.toLowerCase()}`;
+  const key = (i: T) => `${i.user_id.toLowerCase()} ${sessionKey(i.session_id)}`;
   return [...items].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
 }
 
@@ -510,16 +506,6 @@ export async function leaseAndInsertUserMessages(
     i = end;
   }
   return turns;
-}
-
-/** One turn of leaseAndInsertUserMessages: undefined when the lease is not taken. */
-export async function leaseAndInsertUserMessage(
-  db: Executor,
-  lease: { token: string; leaseMs: number },
-  values: UserMessageValues,
-): Promise<LeasedTurn | undefined> {
-  const turns = await leaseAndInsertUserMessages(db, [{ ...values, ...lease }]);
-  return turns.get(values.session_id.toLowerCase());
 }
 
 /** A turn's answer, as `insertAnswersAndEndTurns` stores it. */

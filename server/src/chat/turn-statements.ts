@@ -16,6 +16,7 @@ import {
   type LeaseInsertValues,
   leaseAndInsertUserMessages,
   type MessageRow,
+  sessionKey,
 } from './chat.repository.ts';
 
 /**
@@ -26,12 +27,23 @@ export const TURN_BATCH_MAX = 64;
 /** Statements of each kind running at once, of this process; the others wait for one to end. */
 export const TURN_STATEMENTS_IN_FLIGHT = 2;
 
-/** A session id as PostgreSQL writes it (the maps of results are keyed so). */
-export const sessionKey = (id: string) => id.toLowerCase();
-
 interface Limits {
   maxBatch?: number;
   maxInFlight?: number;
+}
+
+/** A group commit of one session's items: keyed by session, retried alone for an item's error. */
+function bySession<I extends { session_id: string }, O>(
+  run: (items: readonly I[]) => Promise<Map<string, O>>,
+  options: Limits,
+) {
+  return createGroupCommit<I, O>({
+    key: (item) => sessionKey(item.session_id),
+    run,
+    retryAlone: blamesAnItem,
+    maxBatch: options.maxBatch ?? TURN_BATCH_MAX,
+    maxInFlight: options.maxInFlight ?? TURN_STATEMENTS_IN_FLIGHT,
+  });
 }
 
 export interface AnswerWriter {
@@ -47,13 +59,7 @@ export function createAnswerWriter(
   } = {},
 ): AnswerWriter {
   const insert = options.insert ?? insertAnswersAndEndTurns;
-  const group = createGroupCommit<AnswerValues, MessageRow>({
-    key: (answer) => sessionKey(answer.session_id),
-    run: (answers) => insert(db, answers),
-    retryAlone: blamesAnItem,
-    maxBatch: options.maxBatch ?? TURN_BATCH_MAX,
-    maxInFlight: options.maxInFlight ?? TURN_STATEMENTS_IN_FLIGHT,
-  });
+  const group = bySession((answers: readonly AnswerValues[]) => insert(db, answers), options);
   return {
     async store(answer) {
       const row = await group.submit(answer);
@@ -76,12 +82,6 @@ export function createLeaseTaker(
   options: Limits & { lease?: typeof leaseAndInsertUserMessages } = {},
 ): LeaseTaker {
   const lease = options.lease ?? leaseAndInsertUserMessages;
-  const group = createGroupCommit<LeaseInsertValues, LeasedTurn>({
-    key: (values) => sessionKey(values.session_id),
-    run: (items) => lease(db, items),
-    retryAlone: blamesAnItem,
-    maxBatch: options.maxBatch ?? TURN_BATCH_MAX,
-    maxInFlight: options.maxInFlight ?? TURN_STATEMENTS_IN_FLIGHT,
-  });
+  const group = bySession((items: readonly LeaseInsertValues[]) => lease(db, items), options);
   return { take: (values) => group.submit(values) };
 }

@@ -15,8 +15,7 @@
  *   BENCH_LOGIN_S        login measurement, default 10
  *   BENCH_CONNECTIONS    default 50 (one user, and one token, per connection)
  *   BENCH_ROLE           process role of the server, default all
- *   BENCH_CLUSTER=N      experiment: N `--role=api` processes behind node:cluster
- *                        (bench/cluster-launcher.ts), instead of one `--role=all` process
+ *   BENCH_WORKERS        API processes of the server (WEB_CONCURRENCY), default: one per core
  *   BENCH_PROFILE=1      run the server with --cpu-prof; profiles land in bench/results/profiles
  *   BENCH_KEEP_LOG=1     keep the server's stdout (the logs) instead of deleting it
  */

@@ -46,8 +46,7 @@
  *   BENCH_NODE_ARGS      experiments: node flags for the server (recorded in the results)
  *   BENCH_SERVER_ENV     experiments: `K=V K2=V2` server environment, e.g.
  *                        MEZZOFY__database__pool_max=20 (recorded in the results)
- *   BENCH_CLUSTER=N      N `--role=api` server processes behind node:cluster
- *                        (bench/cluster-launcher.ts) instead of one `--role=all` process
+ *   BENCH_WORKERS        API processes of the server (WEB_CONCURRENCY), default: one per core
  *   BENCH_PROFILE=1      run the server with --cpu-prof (profiles in bench/results/profiles) and
  *                        print the profile summary of the throughput phase
  *   BENCH_KEEP_LOG=1     keep the server's stdout (the logs) instead of deleting it

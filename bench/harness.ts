@@ -227,7 +227,7 @@ export function processCpuMs(pid: number | undefined): number | undefined {
   }
 }
 
-/** CPU time (ms) of a process and its direct children (cluster workers), from /proc. */
+/** CPU time (ms) of a process and its direct children (API workers), from /proc. */
 export function processTreeCpuMs(pid: number | undefined): number | undefined {
   const own = processCpuMs(pid);
   if (own === undefined || !pid) return own;
@@ -482,7 +482,7 @@ export function pidsCpuMs(pids: number[]): number {
   return total;
 }
 
-/** A process and its direct children (cluster workers), from /proc. */
+/** A process and its direct children (API workers), from /proc. */
 function processTree(pid: number): number[] {
   try {
     const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
@@ -493,7 +493,7 @@ function processTree(pid: number): number[] {
 }
 
 /**
- * The PostgreSQL backend processes serving `pid`'s (and its cluster workers') connections, so
+ * The PostgreSQL backend processes serving `pid`'s (and its API workers') connections, so
  * a bench counts the database CPU its server causes, apart from anyone else's on the same
  * PostgreSQL. Our server names each connection `mezzofy-<role>:<pid>` (application_name),
  * whatever the transport (TCP or a Unix socket); any other process (Linux) is matched by its
@@ -709,27 +709,25 @@ export interface BenchServer {
  * admin in. A server that fails to come up is stopped before this throws.
  */
 /**
- * The server process the benches start: one `--role=BENCH_ROLE` process (default all), or
- * with BENCH_CLUSTER=N, N `--role=api` workers behind node:cluster (bench/cluster-launcher.ts),
- * which needs BENCH_CLUSTER in its own environment (cleanChildEnv drops BENCH_*).
+ * The server process the benches start: `--role=BENCH_ROLE` (default all) with
+ * WEB_CONCURRENCY=BENCH_WORKERS API processes (default: one per core, as deployed), which
+ * needs WEB_CONCURRENCY in its own environment (cleanChildEnv drops the caller's).
  */
 export function benchServerProcess(env: NodeJS.ProcessEnv = process.env): {
   entry: string[];
   env: Record<string, string>;
   processes: string;
 } {
-  const cluster = Number(env.BENCH_CLUSTER ?? 0);
-  return cluster
-    ? {
-        entry: ['bench/cluster-launcher.ts'],
-        env: { BENCH_CLUSTER: String(cluster) },
-        processes: `${cluster} api workers (node:cluster)`,
-      }
-    : {
-        entry: ['server/src/main.ts', `--role=${env.BENCH_ROLE ?? 'all'}`],
-        env: {},
-        processes: '1',
-      };
+  const workers = Number(env.BENCH_WORKERS ?? os.availableParallelism());
+  if (!Number.isInteger(workers) || workers < 1)
+    throw new Error('BENCH_WORKERS: a whole number >= 1');
+  const role = env.BENCH_ROLE ?? 'all';
+  return {
+    entry: ['server/src/main.ts', `--role=${role}`],
+    env: { WEB_CONCURRENCY: String(workers) },
+    processes:
+      workers > 1 ? `1 ${role} + ${workers} API processes (WEB_CONCURRENCY=${workers})` : '1',
+  };
 }
 
 export async function startBenchServer(options: {

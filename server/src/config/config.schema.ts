@@ -63,6 +63,11 @@ export const ConfigSchema = z.strictObject({
       /** On SIGTERM, /health answers 503 this long before the listener closes. */
       drain_delay_ms: z.coerce.number().int().min(0).default(1_000),
       request_timeout_ms: z.coerce.number().int().positive().default(120_000),
+      /**
+       * API processes on this machine (node:cluster, sharing the port); more than one needs
+       * PostgreSQL and Redis, which they share. Set it to the number of cores for production.
+       */
+      workers: z.coerce.number().int().min(1).max(64).default(1),
       public_url: z.url().optional(),
     })
     .prefault({}),

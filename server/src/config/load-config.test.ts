@@ -16,6 +16,7 @@ describe('parseConfig', () => {
     expect(config.server.port).toBe(8000);
     expect(config.data_dir).toBe('./data');
     expect(config.process_role).toBe('all');
+    expect(config.server.workers).toBe(1);
     expect(config.auth.access_ttl_s).toBe(900);
     expect(config.auth.argon2).toEqual({ memory_kib: 19456, iterations: 2, parallelism: 1 });
   });
@@ -64,6 +65,26 @@ describe('parseConfig', () => {
         /^config error: database\.url: required for process role 'worker'/,
       ],
       [{ PROCESS_ROLE: 'chef' }, /^config error: process_role: .*\(from PROCESS_ROLE\)$/],
+      [{ WEB_CONCURRENCY: '0' }, /^config error: server\.workers: .*\(from WEB_CONCURRENCY\)$/],
+      [{ WEB_CONCURRENCY: 'two' }, /^config error: server\.workers: .*\(from WEB_CONCURRENCY\)$/],
+      [
+        { WEB_CONCURRENCY: '2' },
+        /^config error: server\.workers: 2 API processes need PostgreSQL \(set DATABASE_URL\)/,
+      ],
+      [
+        { WEB_CONCURRENCY: '2', DATABASE_URL: 'postgres://db/x', JWT_SECRET: 'j'.repeat(40) },
+        /^config error: server\.workers: 2 API processes need Redis \(set REDIS_URL\)/,
+      ],
+      [
+        {
+          WEB_CONCURRENCY: '2',
+          PROCESS_ROLE: 'worker',
+          DATABASE_URL: 'postgres://db/x',
+          REDIS_URL: 'redis://r',
+          JWT_SECRET: 'j'.repeat(40),
+        },
+        /^config error: server\.workers: 2 API processes need process role 'api' or 'all', not 'worker'$/,
+      ],
       [{ LOG_LEVEL: 'loud' }, /^config error: logging\.level: /],
       [
         { DATABASE_URL: 'not a url', JWT_SECRET: 'j'.repeat(40) },

@@ -26,6 +26,8 @@ export const ENV_KEYS: Record<string, string> = {
   PORT: 'server.port',
   TRUST_PROXY: 'server.trust_proxy',
   PUBLIC_URL: 'server.public_url',
+  /** The usual name (Heroku, Render, Gunicorn) for the number of web processes. */
+  WEB_CONCURRENCY: 'server.workers',
   DATABASE_URL: 'database.url',
   DATABASE_SCHEMA: 'database.schema',
   REDIS_URL: 'redis.url',
@@ -169,6 +171,20 @@ export function parseConfig(options: LoadConfigOptions = {}): {
     throw new ConfigError(
       `config error: redis.url: required for process role '${config.process_role}' (set REDIS_URL)`,
     );
+  }
+  if (config.server.workers > 1) {
+    const needs = !config.database.url
+      ? 'PostgreSQL (set DATABASE_URL): the embedded database belongs to one process'
+      : !config.redis.url
+        ? 'Redis (set REDIS_URL): the processes share events, cancels and rate limits through it'
+        : config.process_role === 'worker' || config.process_role === 'scheduler'
+          ? `process role 'api' or 'all', not '${config.process_role}'`
+          : undefined;
+    if (needs) {
+      throw new ConfigError(
+        `config error: server.workers: ${config.server.workers} API processes need ${needs}`,
+      );
+    }
   }
   if (config.database.url && !config.auth.jwt_secret) {
     throw new ConfigError(

@@ -25,6 +25,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   api,
+  apiProcessPid,
   BENCH_PASSWORD,
   badResponses,
   benchServerProcess,
@@ -246,7 +247,13 @@ async function main(): Promise<number> {
       },
       pass: meRpsPass && meP99Pass && problems.length === 0,
       ...(PROFILE
-        ? { profile: { dir: profileDir, pid: bench.server.child.pid, me_window_us: meWindowUs } }
+        ? {
+            profile: {
+              dir: profileDir,
+              pid: apiProcessPid(bench.server.child.pid!),
+              me_window_us: meWindowUs,
+            },
+          }
         : {}),
     };
 

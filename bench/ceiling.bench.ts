@@ -14,13 +14,18 @@
  *   B. gateway      the same two runs against POST /chat/send of bench/passthrough-gateway.ts
  *                   (its own process: node:http, fetch to the fake with the same request, SSE
  *                   read to the end, JSON reply; no auth, no storage, no logging)
- *   C. PostgreSQL   pgbench running one chat turn's statements, as the server sends them
- *                   (turn lease, user message, history, usage row, answer + end of turn), in a
- *                   fresh schema built by the project's migrations with 50 users and 5,000
- *                   sessions: -M extended (unnamed statements, what node-postgres does with
- *                   parameters) and -M prepared (named statements), BENCH_PG_CLIENTS clients
- *                   each, BENCH_PG_S each; CPU per turn read from /proc over a window inside
- *                   each run, turns counted by the llm_usage id sequence
+ *   C. PostgreSQL   pgbench running a chat turn's statements exactly as the server sends them
+ *                   for a turn in an existing session that names its agent (as the chat
+ *                   bench's turns): leaseAndInsertUserMessages (lease, user message, history)
+ *                   and insertAnswersAndEndTurns (usage row, answer, lease given back), the SQL
+ *                   imported from server/src/chat/chat.repository.ts, each a group commit whose
+ *                   JSON array parameter holds BENCH_PG_BATCH turns (sessions) per transaction
+ *                   (docs/adr/0009), in a fresh schema built by the project's migrations with 50
+ *                   users and 5,000 x BENCH_PG_BATCH sessions: -M extended (unnamed statements)
+ *                   and -M prepared (named statements, as the server runs them),
+ *                   BENCH_PG_CLIENTS clients each, BENCH_PG_S each; checked first against what
+ *                   the server's own functions send; CPU per turn read from /proc over a window
+ *                   inside each run, turns counted by the llm_usage id sequence (one row a turn)
  *   composition     budget per turn at 1,000 turns/s = cpus x 1e6 / 1000 µs; the floors
  *                   A (fake + load generator) + B (gateway) + C (PostgreSQL, prepared, lowest);
  *                   the implied ceiling for a server that costs nothing but forwarding and storing
@@ -37,7 +42,10 @@
  *   BENCH_PG_S                 each pgbench run, default 10
  *   BENCH_PG_CLIENTS           pgbench client counts, default 10,50
  *   BENCH_SESSION_TURNS        turns per session before a pgbench client moves to its next
- *                              session, default 10 (as bench/chat.bench.ts)
+ *                              session(s), default 10 (as bench/chat.bench.ts)
+ *   BENCH_PG_BATCH             turns per pgbench transaction, default 1: each statement's JSON
+ *                              array holds that many turns (different sessions of the client),
+ *                              as the server's group commit sends them under load (1 to 64)
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -47,8 +55,19 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import pg from 'pg';
-import { createDatabase } from '../server/src/db/database.ts';
+import {
+  type AnswerValues,
+  insertAnswersAndEndTurns,
+  insertAnswersStatement,
+  type LeaseInsertValues,
+  leaseAndInsertStatement,
+  leaseAndInsertUserMessages,
+} from '../server/src/chat/chat.repository.ts';
+import { TURN_BATCH_MAX } from '../server/src/chat/turn-statements.ts';
+import { createDatabase, type Database } from '../server/src/db/database.ts';
 import { migrate } from '../server/src/db/migrate.ts';
+import type { Prepared } from '../server/src/db/prepared.ts';
+import { type UsageRow, usageColumns } from '../server/src/llm/usage.repository.ts';
 import {
   badResponses,
   type ChildServer,
@@ -91,6 +110,7 @@ const LATENCY_CONNECTIONS = Number(env.BENCH_LATENCY_CONNECTIONS ?? 10);
 const PG_S = Number(env.BENCH_PG_S ?? 10);
 const PG_CLIENTS = (env.BENCH_PG_CLIENTS ?? '10,50').split(',').map(Number);
 const SESSION_TURNS = Number(env.BENCH_SESSION_TURNS ?? 10);
+const PG_BATCH = Number(env.BENCH_PG_BATCH ?? 1);
 const PG_MODES = ['extended', 'prepared'] as const;
 type PgMode = (typeof PG_MODES)[number];
 
@@ -289,100 +309,302 @@ async function checkGateway(target: Target, reply: string): Promise<void> {
 
 // ---- phase C: PostgreSQL alone ----
 
-const userUuid = (n: string) => `('00000000-0000-0000-0000-' || lpad(${n}::text, 12, '0'))::uuid`;
-const sessionUuid = (n: string) =>
-  `('00000000-0000-0000-0001-' || lpad(${n}::text, 12, '0'))::uuid`;
-/** The turn's lease token and the model call's id: uuids the server makes with randomUUID. */
-const tokenUuid = (t: string) => `('00000000-0000-0000-0002-' || lpad(${t}::text, 12, '0'))::uuid`;
-const callUuid = (t: string) => `('00000000-0000-0000-0003-' || lpad(${t}::text, 12, '0'))::uuid`;
+const uuidOf = (prefix: string, n: string) => `('${prefix}' || lpad(${n}::text, 12, '0'))::uuid`;
+const userUuid = (n: string) => uuidOf('00000000-0000-0000-0000-', n);
+const sessionUuid = (n: string) => uuidOf('00000000-0000-0000-0001-', n);
+/**
+ * The turn's lease token and the model call's id (uuids the server makes with randomUUID): one
+ * per session and visit `v` (a client's stay in its sessions, see turnScript).
+ */
+const visitUuid = (kind: '0002' | '0003', v: string, n: string) =>
+  `('00000000-0000-${kind}-' || lpad(${v}::text, 4, '0') || '-' || lpad(${n}::text, 12, '0'))::uuid`;
+/** The same uuids as text, as the SQL above writes them (the sanity check). */
+const idText = (prefix: string, n: number) => `${prefix}${String(n).padStart(12, '0')}`;
+const userId = (n: number) => idText('00000000-0000-0000-0000-', n);
+const sessionId = (n: number) => idText('00000000-0000-0000-0001-', n);
+const visitId = (kind: '0002' | '0003', v: number, n: number) =>
+  idText(`00000000-0000-${kind}-${String(v).padStart(4, '0')}-`, n);
 
 /** The user message and the stored answer, as bench/chat.bench.ts's turns. */
 const USER_TEXT = BENCH_MESSAGE;
 const REPLY_TEXT = 'Hello from the fake model: a short benchmark reply.';
 /** container.ts: turnLeaseMs = agents.turn_timeout_ms (180,000 by default) + 60,000. */
 const LEASE_MS = 240_000;
+const AGENT = 'sales';
+/** The user message's metadata (chat.service.ts userRow: no client_message_id, no media). */
+const USER_METADATA = { agent: AGENT };
+/** The answer's metadata (chat.service.ts: reply_to, agent, routed_by, answerMetadata). */
+const ANSWER_METADATA = {
+  reply_to: '00000000-0000-0000-0004-000000000001',
+  agent: AGENT,
+  routed_by: 'explicit',
+  provider: 'anthropic',
+  model: MODEL,
+  fallback_reason: null,
+  finish: 'stop',
+  usage: { input_tokens: 2600, output_tokens: 12, cost_usd: 0.00798 },
+  tool_calls: [],
+  pending_approvals: [],
+  transcript: [{ role: 'assistant', content: [{ type: 'text', text: REPLY_TEXT }] }],
+};
 
-/**
- * One chat turn's statements, in the order the server runs them for a turn in an existing
- * session with an explicit agent and no client_message_id (as bench/chat.bench.ts's turns):
- *   1. leaseSession          server/src/chat/chat.repository.ts
- *   2. insertUserMessage     chat.repository.ts (inserts the message and returns the session's
- *                            earlier ones: a data-modifying CTE and a union)
- *   3. insertUsage           server/src/llm/usage.repository.ts
- *   4. insertAnswerAndEndTurn  chat.repository.ts (a data-modifying CTE)
- * Each autocommits, as in the server (no transaction around them). These are the statements of
- * 2026-11-26 02:00. The server has since folded 1 and 2 into one statement for a turn that
- * names its agent (leaseAndInsertUserMessages), and stores the answers ready at the same time
- * with one statement (insertAnswersAndEndTurns, docs/adr/0009), so this script overstates
- * PostgreSQL's share of a turn, and the implied ceiling is lower than what the server can reach. The server binds every
- * value as a parameter; here the per-turn values (session, user, token) are pgbench variables
- * (parameters in -M extended and -M prepared), the constant ones literals. pgbench reads `:name`
- * as a variable anywhere, so the JSON literals have a space after each colon (same jsonb).
- *
- * Client c moves to its next session every `sessionTurns` turns (sessions c+1, c+1+clients, …;
- * `turn` is a per-client variable that persists across transactions, started by -D turn=-1),
- * so histories hold 0 to sessionTurns-1 earlier turns and no two clients share a session.
- */
-function turnScript(clients: number, sessionTurns: number): string {
-  const slots = Math.max(1, Math.floor(SESSIONS / clients));
-  const s = sessionUuid(':n');
-  const u = userUuid(':u');
-  const token = tokenUuid(':t');
-  const userMeta = '{"agent": "sales"}';
-  const answerMeta = JSON.stringify({
-    reply_to: '00000000-0000-0000-0004-000000000001',
-    agent: 'sales',
-    routed_by: 'explicit',
+/** The final answer's llm_usage row (llm-manager.ts rowOf, deferred to the answer's statement). */
+function usageRow(session: string, user: string, callId: string, createdAt: Date): UsageRow {
+  return {
     provider: 'anthropic',
     model: MODEL,
-    fallback_reason: null,
-    finish: 'stop',
-    usage: { input_tokens: 2600, output_tokens: 12, cost_usd: 0.00798 },
-    tool_calls: [],
-    pending_approvals: [],
-    transcript: [{ role: 'assistant', content: [{ type: 'text', text: REPLY_TEXT }] }],
-  }).replaceAll('":', '": ');
-  const returning = 'returning id, role, content, metadata, client_message_id, created_at';
-  return `\\set turn :turn + 1
-\\set n :client_id + 1 + ${clients} * ((:turn / ${sessionTurns}) % ${slots})
-\\set u (:n % ${USERS}) + 1
-\\set t random(1, 999999999999)
-update chat_sessions set turn_token = ${token}, turn_expires_at = now() + ${LEASE_MS} * interval '1 millisecond' where id = ${s} and user_id = ${u} and deleted_at is null and (turn_token is null or turn_expires_at < now()) returning id, user_id, title, agent, created_at, updated_at, deleted_at, turn_token, turn_expires_at, summary, summary_through;
-with ins as (insert into conversations (user_id, session_id, role, content, client_message_id, metadata) values (${u}, ${s}, 'user', '${USER_TEXT}', null, '${userMeta}') on conflict (user_id, client_message_id) where client_message_id is not null do nothing ${returning}) select true as inserted, id, role, content, metadata, client_message_id, created_at from ins union all select false as inserted, id, role, content, metadata, client_message_id, created_at from conversations where session_id = ${s} order by inserted, created_at, id;
-insert into llm_usage (provider, model, purpose, department, user_id, source, session_id, call_id, attempt, status, error_kind, error_message, fallback_reason, input_tokens, output_tokens, cost_usd, latency_ms, ttfb_ms, created_at) values ('anthropic', '${MODEL}', 'chat', 'sales', ${u}, 'api', ${s}, ${callUuid(':t')}, 1, 'ok', null, null, null, 2600, 12, '0.007980', 1, 1, now());
-with ended as (update chat_sessions set agent = coalesce('sales', agent), updated_at = now(), turn_token = case when turn_token = ${token} then null else turn_token end, turn_expires_at = case when turn_token = ${token} then null else turn_expires_at end where id = ${s}) insert into conversations (user_id, session_id, role, content, metadata) values (${u}, ${s}, 'assistant', '${REPLY_TEXT}', '${answerMeta}') ${returning};
+    purpose: 'chat',
+    department: AGENT,
+    userId: user,
+    source: 'api',
+    sessionId: session,
+    callId,
+    attempt: 1,
+    status: 'ok',
+    errorKind: null,
+    errorMessage: null,
+    fallbackReason: null,
+    inputTokens: 2600,
+    outputTokens: 12,
+    costUsd: '0.007980',
+    latencyMs: 1,
+    // A REST turn asks for the whole answer (ADR 0008): no time to first byte.
+    ttfbMs: null,
+    createdAt,
+  };
+}
+
+/** The items of one turn as each statement's JSON parameter holds them. */
+function leaseItem(n: number, v: number): LeaseInsertValues {
+  return {
+    user_id: userId((n % USERS) + 1),
+    session_id: sessionId(n),
+    content: USER_TEXT,
+    client_message_id: null,
+    metadata: USER_METADATA,
+    token: visitId('0002', v, n),
+    leaseMs: LEASE_MS,
+  };
+}
+function answerItem(n: number, v: number, createdAt: Date): AnswerValues {
+  const user = userId((n % USERS) + 1);
+  return {
+    user_id: user,
+    session_id: sessionId(n),
+    content: REPLY_TEXT,
+    metadata: ANSWER_METADATA,
+    agent: AGENT,
+    token: visitId('0002', v, n),
+    usage: [usageRow(sessionId(n), user, visitId('0003', v, n), createdAt)],
+  };
+}
+
+/** Placeholders in the JSON templates, replaced per session by the script's select. */
+const SLOT = {
+  session: '@@session@@',
+  user: '@@user@@',
+  token: '@@token@@',
+  call: '@@call@@',
+  created: '@@created@@',
+} as const;
+
+/**
+ * One element of each JSON parameter, as chat.repository.ts writes it (JSON.stringify, keys in
+ * its order), with placeholders for the values of a turn. The sanity check compares the
+ * parameters built from these with the ones the server sends.
+ */
+const TEMPLATES = {
+  items: JSON.stringify({
+    session_id: SLOT.session,
+    user_id: SLOT.user,
+    token: SLOT.token,
+    lease_ms: LEASE_MS,
+    content: USER_TEXT,
+    client_message_id: null,
+    metadata: USER_METADATA,
+  }),
+  answers: JSON.stringify({
+    session_id: SLOT.session,
+    user_id: SLOT.user,
+    content: REPLY_TEXT,
+    metadata: ANSWER_METADATA,
+    agent: AGENT,
+    token: SLOT.token,
+  }),
+  usage: JSON.stringify({
+    ...usageColumns(usageRow(SLOT.session, SLOT.user, SLOT.call, new Date(0))),
+    created_at: SLOT.created,
+  }),
+};
+
+/**
+ * A string literal for the script: an E'' literal without a colon (`\x3a`), since pgbench reads
+ * `:name` as a variable anywhere in a command, inside literals too.
+ */
+const literal = (text: string) =>
+  `E'${text.replaceAll('\\', '\\\\').replaceAll("'", "''").replaceAll(':', '\\x3a')}'`;
+
+/** The server's two statements of a turn (chat.repository.ts), with their parameters' names. */
+const TURN_STATEMENTS = [leaseAndInsertStatement, insertAnswersStatement] as const;
+
+/**
+ * A statement of the server in pgbench's form: each `$k` becomes `:<parameter name>`, which
+ * pgbench sends as `$k` again (numbered in order of appearance, so each must appear once, in
+ * order). Throws if the statement has anything pgbench would misread.
+ */
+function pgbenchStatement(statement: Prepared<unknown, string>): string {
+  const { sql } = statement;
+  if (/[;\n\\]/.test(sql) || /(?<!:):[A-Za-z_]/.test(sql))
+    throw new Error(`${statement.name}: its SQL has a ';', a newline, a '\\' or a ':name'`);
+  const seen: number[] = [];
+  const text = sql.replace(/\$(\d+)/g, (_, k: string) => {
+    const slot = statement.slots[Number(k) - 1];
+    if (!slot || !('key' in slot)) throw new Error(`${statement.name}: $${k} is not a parameter`);
+    seen.push(Number(k));
+    return `:${slot.key}`;
+  });
+  if (seen.join() !== statement.slots.map((_, i) => i + 1).join())
+    throw new Error(`${statement.name}: parameters ${seen} are not $1..$n, once each, in order`);
+  if (pgbenchForm(text).text !== sql)
+    throw new Error(`${statement.name}: pgbench would not send the server's SQL`);
+  return text;
+}
+
+/** A command as pgbench sends it in -M extended and -M prepared: `:name` becomes `$k`. */
+function pgbenchForm(command: string): { text: string; names: string[] } {
+  const names: string[] = [];
+  const text = command.replace(/(?<!:):([A-Za-z_]\w*)/g, (_, name: string) => {
+    names.push(name);
+    return `$${names.length}`;
+  });
+  return { text, names };
+}
+
+/** The turns of one pgbench transaction: their session numbers and their visit. */
+interface TurnScript {
+  script: string;
+  /** The select that builds the parameters (pgbench form, without \gset). */
+  parameters: string;
+  /** The two statements of the server (pgbench form). */
+  statements: string[];
+  /** Visits of a client before it comes back to its first sessions. */
+  visits: number;
+  /** Each \set of a visit, mirrored: the sessions of client `c` at its turn `turn`. */
+  sessionsOf: (client: number, turn: number) => { n0: number; v: number; sessions: number[] };
+}
+
+/**
+ * One pgbench transaction: `batch` chat turns, as the server sends them for turns in existing
+ * sessions that name their agent, with no client_message_id (as bench/chat.bench.ts's turns):
+ *   1. leaseAndInsertUserMessages  server/src/chat/chat.repository.ts (leaseAndInsertStatement:
+ *                                  takes each session's free lease, inserts the user message
+ *                                  into each leased session, returns the sessions and their
+ *                                  earlier messages; parameter `items`, a JSON array)
+ *   2. insertAnswersAndEndTurns    chat.repository.ts (insertAnswersStatement: inserts the turns'
+ *                                  llm_usage rows, deferred by the model call, updates each
+ *                                  session and gives its lease back, inserts the answers;
+ *                                  parameters `answers` and `usage`, JSON arrays)
+ * The SQL is the server's own, imported (pgbenchStatement); each autocommits, as in the server.
+ * Under load the server's group commit (turn-statements.ts, docs/adr/0009) gives each
+ * statement the turns ready at the same moment, one element each; a lone turn is an array of
+ * one. Here each statement carries `batch` elements: `batch` different sessions of the client,
+ * ordered by user then session as the server orders them.
+ *
+ * pgbench has no string variables, so the JSON parameters are built by a select whose columns
+ * `\gset` into the variables `items`, `answers` and `usage` (the templates above, a placeholder
+ * replaced per session). It runs when a client moves to its next sessions, once every
+ * `sessionTurns` transactions: the token and the model call id stay the same during a visit (the
+ * lease is given back at every turn, so the statements do the same work), the usage row's
+ * created_at is the visit's start. That select is the one statement the server does not send:
+ * a one-row select over `batch` generated rows, no table read, once per sessionTurns x batch
+ * turns.
+ *
+ * Client c visits sessions c+1+clients*k, with k = v*batch .. v*batch+batch-1 at visit
+ * v = (turn / sessionTurns) % visits (`turn` is a per-client variable that persists across
+ * transactions, started by -D turn=-1), so histories hold 0 to sessionTurns-1 earlier turns, no
+ * two clients share a session and no statement names a session twice.
+ */
+function turnScript(clients: number, sessionTurns: number, batch: number): TurnScript {
+  const visits = Math.floor(SESSIONS / clients);
+  if (visits < 1) throw new Error(`${clients} clients: more than the ${SESSIONS} sessions`);
+  const [lease, answers] = TURN_STATEMENTS.map(pgbenchStatement);
+  const keys = TURN_STATEMENTS.flatMap((s) =>
+    s.slots.map((slot) => ('key' in slot ? slot.key : '')),
+  );
+  if (keys.join() !== Object.keys(TEMPLATES).join())
+    throw new Error(`the turn statements' parameters are ${keys}, not ${Object.keys(TEMPLATES)}`);
+  const fill = (template: string, values: Partial<Record<keyof typeof SLOT, string>>) => {
+    let expr = literal(template);
+    for (const [slot, value] of Object.entries(values))
+      expr = `replace(${expr}, '${SLOT[slot as keyof typeof SLOT]}', ${value})`;
+    return expr;
+  };
+  const array = (element: string) => `'[' || string_agg(${element}, ',' order by u, s) || ']'`;
+  const ids = { session: 's::text', user: 'u::text', token: 't::text' };
+  const isoMs = literal('YYYY-MM-DD"T"HH24:MI:SS.MS"Z"');
+  const parameters = [
+    `select ${array(fill(TEMPLATES.items, ids))} as items,`,
+    `${array(fill(TEMPLATES.answers, ids))} as answers,`,
+    `${array(fill(TEMPLATES.usage, { ...ids, call: 'c::text', created: 'd' }))} as usage`,
+    `from (select ${sessionUuid('n')} as s, ${userUuid(`(n % ${USERS} + 1)`)} as u,`,
+    `${visitUuid('0002', 'v', 'n')} as t, ${visitUuid('0003', 'v', 'n')} as c,`,
+    `to_char(clock_timestamp() at time zone 'UTC', ${isoMs}) as d`,
+    `from (select :n0::int + ${clients} * j as n, :v::int as v`,
+    `from generate_series(0, ${batch - 1}) j) k) x`,
+  ].join(' ');
+  const script = `\\set turn :turn + 1
+\\if :turn % ${sessionTurns} = 0
+\\set n0 :client_id + 1 + ${clients * batch} * ((:turn / ${sessionTurns}) % ${visits})
+\\set v (:turn / ${sessionTurns}) % 10000
+${parameters} \\gset
+\\endif
+${lease};
+${answers};
 `;
+  const sessionsOf = (client: number, turn: number) => {
+    const visit = Math.floor(turn / sessionTurns);
+    const n0 = client + 1 + clients * batch * (visit % visits);
+    const sessions = Array.from({ length: batch }, (_, j) => n0 + clients * j);
+    return { n0, v: visit % 10_000, sessions };
+  };
+  return { script, parameters, statements: [lease!, answers!], visits, sessionsOf };
 }
 
-const SCRIPT_VARIABLES = new Set(['turn', 'client_id', 'n', 'u', 't']);
+const SCRIPT_VARIABLES = new Set(['turn', 'client_id', 'n0', 'v', ...Object.keys(TEMPLATES)]);
 
-/** The SQL lines of the script with its variables replaced by values (the sanity check). */
-function statementsWith(script: string, values: Record<string, number>): string[] {
-  return script
-    .split('\n')
-    .filter((line) => line && !line.startsWith('\\'))
-    .map((line) =>
-      line.replace(/(?<!:):([A-Za-z_]\w*)/g, (_, name: string) => {
-        const v = values[name];
-        if (v === undefined) throw new Error(`pgbench script: unknown variable :${name}`);
-        return String(v);
-      }),
-    );
-}
-
-/** Every `:name` in the script is one of its variables (a JSON literal could slip one in). */
+/** Every `:name` in the script is one of its variables (a literal could slip one in). */
 function checkScriptVariables(script: string): void {
   for (const m of script.matchAll(/(?<!:):([A-Za-z_]\w*)/g))
     if (!SCRIPT_VARIABLES.has(m[1]!)) throw new Error(`pgbench script: stray variable :${m[1]}`);
 }
 
-const SEED_SQL = `
+/**
+ * Within each visit no session twice, no session of another client, and every session seeded,
+ * over a whole cycle of each client's visits (the arithmetic of the script's \set lines).
+ */
+function checkRotation(t: TurnScript, clients: number, sessionTurns: number, sessions: number) {
+  const owner = new Map<number, number>();
+  for (let client = 0; client < clients; client++)
+    for (let visit = 0; visit < t.visits; visit++) {
+      const { sessions: visited } = t.sessionsOf(client, visit * sessionTurns);
+      if (new Set(visited).size !== visited.length)
+        throw new Error(`pgbench script: client ${client} names a session twice: ${visited}`);
+      for (const n of visited) {
+        if (n < 1 || n > sessions) throw new Error(`pgbench script: session ${n} is not seeded`);
+        if ((owner.get(n) ?? client) !== client)
+          throw new Error(`pgbench script: session ${n} is shared by two clients`);
+        owner.set(n, client);
+      }
+    }
+}
+
+const seedSql = (sessions: number) => `
 insert into users (id, email, password_hash, name, department, role)
 select ${userUuid('u')}, 'ceiling-' || u || '@bench.invalid', 'x', 'Bench User ' || u, 'sales', 'sales_rep'
   from generate_series(1, ${USERS}) u;
 insert into chat_sessions (id, user_id, title, agent)
 select ${sessionUuid('n')}, ${userUuid(`(n % ${USERS} + 1)`)}, 'Bench session', 'sales'
-  from generate_series(1, ${SESSIONS}) n;
+  from generate_series(1, ${sessions}) n;
 `;
 
 /**
@@ -436,8 +658,13 @@ async function backgroundPids(monitor: pg.Client): Promise<number[]> {
 interface PgRun {
   mode: PgMode;
   clients: number;
+  /** Turns per transaction: elements of each statement's JSON arrays. */
+  batch: number;
   duration_s: number;
+  /** pgbench's transactions per second (each `batch` turns), and the turns per second. */
   tps: number;
+  turns_per_s: number;
+  /** Per transaction (both statements, `batch` turns). */
   latency_avg_ms: number;
   transactions: number;
   failed_transactions: number;
@@ -578,11 +805,14 @@ async function pgbenchRun(
       ms === undefined ? undefined : Math.round((1000 * ms) / Math.max(1, turns));
     const backendsMs = cpuBetween(pg0, pg1);
     const backgroundMs = cpuBetween(bg0, bg1);
+    const tps = num(/tps = ([\d.]+)/);
     return {
       mode,
       clients,
+      batch: PG_BATCH,
       duration_s: PG_S,
-      tps: Math.round(num(/tps = ([\d.]+)/)),
+      tps: Math.round(tps),
+      turns_per_s: Math.round(tps * PG_BATCH),
       latency_avg_ms: num(/latency average = ([\d.]+) ms/),
       transactions: num(/actually processed: (\d+)/),
       failed_transactions: num(/failed transactions: (\d+)/) || 0,
@@ -621,61 +851,158 @@ interface PgPhase {
   schema: string;
   seed: { users: number; sessions: number };
   session_turns: number;
+  batch: number;
   client_message_id: string;
+  statements: string[];
   script: string;
   runs: PgRun[];
+}
+
+/** The first place two texts part (the sanity check's message). */
+function firstDifference(a: string, b: string): string {
+  let i = 0;
+  while (i < a.length && a[i] === b[i]) i++;
+  return `at ${i}: ${JSON.stringify(a.slice(Math.max(0, i - 40), i + 40))} against ${JSON.stringify(b.slice(Math.max(0, i - 40), i + 40))}`;
+}
+
+/**
+ * The turn's statements checked once, before the runs, on client 0's first sessions:
+ *   - the script's statements are the server's SQL as pgbench sends it (pgbenchStatement);
+ *   - the parameters the script's select builds are, byte for byte, the ones the server sends
+ *     for the same turns: leaseAndInsertUserMessages and insertAnswersAndEndTurns run through
+ *     the server's pool, which records what they send (name, text, values);
+ *   - those turns lease and store all `batch` sessions and give every lease back;
+ *   - the script's two statements, run as pgbench runs them (`:name` as `$k`) for the visit's
+ *     next turn, do the same, with the first turn's messages as history.
+ */
+async function checkTurnStatements(database: Database, monitor: pg.Client, t: TurnScript) {
+  if (database.raw.kind !== 'postgres') throw new Error('expected PostgreSQL');
+  const pool = database.raw.pool;
+  const fail = (what: string) => {
+    throw new Error(`turn statements: ${what}`);
+  };
+  const run = async (command: string, vars: Record<string, unknown>) => {
+    const { text, names } = pgbenchForm(command);
+    return monitor.query(
+      text,
+      names.map((name) => (name in vars ? vars[name] : fail(`no value for :${name}`))),
+    );
+  };
+  const count = async (sql: string) =>
+    (await monitor.query<{ n: number }>(`select (${sql})::int as n`)).rows[0]!.n;
+  const leasesHeld = () => count('select count(*) from chat_sessions where turn_token is not null');
+
+  await monitor.query(`set search_path = "${schema}"`);
+  const { n0, v, sessions } = t.sessionsOf(0, 0);
+  const batch = sessions.length;
+  const built = (await run(t.parameters, { n0, v })).rows[0] as Record<
+    keyof typeof TEMPLATES,
+    string
+  >;
+
+  // The server's own functions for the same turns, through a pool that records what it sends.
+  const sent = new Map<string, { text: string; values: unknown[] }>();
+  const query = pool.query;
+  pool.query = ((q: unknown, ...rest: unknown[]) => {
+    if (q && typeof q === 'object' && 'name' in q && 'text' in q && 'values' in q)
+      sent.set(String(q.name), { text: String(q.text), values: q.values as unknown[] });
+    return (query as (...args: unknown[]) => unknown).call(pool, q, ...rest);
+  }) as typeof pool.query;
+  // Ordered as the server orders a statement's items (the usage rows follow the answers' order).
+  const byUser = (n: number) => `${userId((n % USERS) + 1)} ${sessionId(n)}`;
+  const ordered = [...sessions].sort((a, b) => (byUser(a) < byUser(b) ? -1 : 1));
+  const createdAt = new Date((JSON.parse(built.usage) as { created_at: string }[])[0]!.created_at);
+  let leased: Awaited<ReturnType<typeof leaseAndInsertUserMessages>>;
+  let stored: Awaited<ReturnType<typeof insertAnswersAndEndTurns>>;
+  try {
+    leased = await leaseAndInsertUserMessages(
+      database.db,
+      sessions.map((n) => leaseItem(n, v)),
+    );
+    stored = await insertAnswersAndEndTurns(
+      database.db,
+      ordered.map((n) => answerItem(n, v, createdAt)),
+    );
+  } finally {
+    pool.query = query;
+  }
+  const script = [built.items, built.answers, built.usage];
+  const server = TURN_STATEMENTS.flatMap((s) => {
+    const call = sent.get(s.name) ?? fail(`${s.name} was not sent by name`);
+    if (call.text !== s.sql) fail(`${s.name}: the server sent other SQL than the statement's`);
+    return call.values;
+  });
+  if (server.length !== script.length) fail(`the server sent ${server.length} parameters`);
+  server.forEach((value, i) => {
+    if (value !== script[i])
+      fail(
+        `parameter ${Object.keys(TEMPLATES)[i]} is not what the server sends: ${firstDifference(String(value), script[i]!)}`,
+      );
+  });
+  const turns = [...leased.values()];
+  if (turns.length !== batch || turns.some((x) => !x.message || x.earlier.length !== 0))
+    fail(`${turns.length} of ${batch} sessions leased with their message stored`);
+  if (stored.size !== batch) fail(`${stored.size} of ${batch} answers stored`);
+  if ((await leasesHeld()) !== 0) fail('the server did not give every lease back');
+
+  // The script's statements as pgbench sends them: the visit's next turn, same parameters.
+  const [lease, answers] = t.statements;
+  const leaseRows = (await run(lease!, built)).rowCount;
+  // Each session, its two earlier messages, the new one.
+  if (leaseRows !== 4 * batch)
+    fail(`the lease statement returned ${leaseRows} rows, not ${4 * batch}`);
+  const answerRows = (await run(answers!, built)).rowCount;
+  if (answerRows !== batch) fail(`the answers statement returned ${answerRows} rows, not ${batch}`);
+  if ((await leasesHeld()) !== 0) fail("the script's statements did not give every lease back");
+  const usage = await count('select count(*) from llm_usage');
+  const messages = await count('select count(*) from conversations');
+  if (usage !== 2 * batch || messages !== 4 * batch)
+    fail(`${usage} usage rows and ${messages} messages after two turns of ${batch} sessions`);
+  await monitor.query('reset search_path');
 }
 
 /** Phase C: a migrated, seeded schema, the script checked once by hand, then the pgbench runs. */
 async function postgresPhase(scriptFiles: string[]): Promise<PgPhase> {
   const pgbench = pgbenchVersion()!;
+  const sessions = SESSIONS * PG_BATCH;
+  const sample = turnScript(PG_CLIENTS[0]!, SESSION_TURNS, PG_BATCH);
   const database = await createDatabase({ url: DATABASE_URL, schema });
+  const monitor = new pg.Client({ connectionString: DATABASE_URL });
   try {
     const applied = await migrate(database);
     log(`schema ${schema}: ${applied.applied.length} migrations applied`);
     if (database.raw.kind !== 'postgres') throw new Error('expected PostgreSQL');
-    await database.raw.pool.query(SEED_SQL);
+    await database.raw.pool.query(seedSql(sessions));
+    await monitor.connect();
+    // Sanity: the script sends the server's statements with the server's parameters.
+    await checkTurnStatements(database, monitor, sample);
+  } catch (err) {
+    await monitor.end().catch(() => {});
+    throw err;
   } finally {
     await database.close();
   }
 
-  const monitor = new pg.Client({ connectionString: DATABASE_URL });
-  await monitor.connect();
   try {
     const setting = async (name: string) =>
       (await monitor.query<{ v: string }>(`select current_setting($1) as v`, [name])).rows[0]!.v;
     const serverVersion = await setting('server_version');
     const synchronousCommit = await setting('synchronous_commit');
 
-    // Sanity: the turn's statements, values filled in, do what a turn does.
-    const sample = turnScript(PG_CLIENTS[0]!, SESSION_TURNS);
-    checkScriptVariables(sample);
-    await monitor.query(`set search_path = "${schema}"`);
-    const counts: number[] = [];
-    for (const statement of statementsWith(sample, { n: 1, u: 2, t: 7 }))
-      counts.push((await monitor.query(statement)).rowCount ?? 0);
-    const expected = [1, 1, 1, 1];
-    if (counts.join() !== expected.join())
-      throw new Error(`turn statements: row counts ${counts} instead of ${expected}`);
-    const left = await monitor.query<{ n: number }>(
-      'select count(*)::int as n from chat_sessions where turn_token is not null',
-    );
-    if (left.rows[0]!.n !== 0) throw new Error('turn statements: the lease was not given back');
-    await monitor.query('reset search_path');
-
     const runs: PgRun[] = [];
     for (const mode of PG_MODES)
       for (const clients of PG_CLIENTS) {
-        const script = turnScript(clients, SESSION_TURNS);
-        checkScriptVariables(script);
+        const turns = turnScript(clients, SESSION_TURNS, PG_BATCH);
+        checkScriptVariables(turns.script);
+        checkRotation(turns, clients, SESSION_TURNS, sessions);
         const file = join(os.tmpdir(), `ceiling-${runId}-c${clients}.sql`);
         if (!scriptFiles.includes(file)) scriptFiles.push(file);
-        writeFileSync(file, script);
+        writeFileSync(file, turns.script);
         await resetSchema();
-        log(`C. PostgreSQL: pgbench -M ${mode} -c ${clients}, ${PG_S}s`);
+        log(`C. PostgreSQL: pgbench -M ${mode} -c ${clients}, batch ${PG_BATCH}, ${PG_S}s`);
         const run = await pgbenchRun(mode, clients, file, monitor);
         log(
-          `   ${run.tps} tps, latency avg ${run.latency_avg_ms} ms, PostgreSQL ${run.postgres_cpu_us_per_turn ?? '?'} µs/turn (backends ${run.postgres_backends_cpu_us_per_turn})`,
+          `   ${run.tps} tx/s (${run.turns_per_s} turns/s), latency avg ${run.latency_avg_ms} ms, PostgreSQL ${run.postgres_cpu_us_per_turn ?? '?'} µs/turn (backends ${run.postgres_backends_cpu_us_per_turn})`,
         );
         runs.push(run);
       }
@@ -684,10 +1011,15 @@ async function postgresPhase(scriptFiles: string[]): Promise<PgPhase> {
       server_version: serverVersion,
       synchronous_commit: synchronousCommit,
       schema,
-      seed: { users: USERS, sessions: SESSIONS },
+      seed: { users: USERS, sessions },
       session_turns: SESSION_TURNS,
+      batch: PG_BATCH,
       client_message_id: 'null (as bench/chat.bench.ts sends none)',
-      script: turnScript(PG_CLIENTS[0]!, SESSION_TURNS),
+      statements: TURN_STATEMENTS.map(
+        (s) =>
+          `${s.name} (server/src/chat/chat.repository.ts), parameters ${s.slots.map((x) => ('key' in x ? x.key : '?'))}`,
+      ),
+      script: sample.script,
       runs,
     };
   } finally {
@@ -704,6 +1036,20 @@ async function main(): Promise<number> {
   const fakeStdout = join(os.tmpdir(), `ceiling-${runId}-fake.log`);
   const gatewayStdout = join(os.tmpdir(), `ceiling-${runId}-gateway.log`);
   const scriptFiles: string[] = [];
+  if (!Number.isInteger(PG_BATCH) || PG_BATCH < 1 || PG_BATCH > TURN_BATCH_MAX) {
+    log(
+      `BENCH_PG_BATCH must be a whole number from 1 to ${TURN_BATCH_MAX} (the server's most turns per statement), not ${env.BENCH_PG_BATCH}`,
+    );
+    return 1;
+  }
+  // The pgbench scripts can be made (before A and B, which take a while).
+  for (const clients of PG_CLIENTS)
+    checkRotation(
+      turnScript(clients, SESSION_TURNS, PG_BATCH),
+      clients,
+      SESSION_TURNS,
+      SESSIONS * PG_BATCH,
+    );
   log(`load average before: ${loadBefore} (${CPUS} cpus)`);
 
   let cleaned = false;
@@ -847,6 +1193,8 @@ async function main(): Promise<number> {
         latency_connections: LATENCY_CONNECTIONS,
         pg_s: PG_S,
         pg_clients: PG_CLIENTS,
+        pg_batch: PG_BATCH,
+        session_turns: SESSION_TURNS,
       },
       model_request: {
         path: 'POST /v1/messages',
@@ -875,9 +1223,10 @@ async function main(): Promise<number> {
       postgres_only: pgPhase
         ? {
             ...pgPhase,
-            what: "pgbench running one chat turn's statements as the server sends them (lease, user message + history, usage row, answer + end of turn), each autocommitted",
+            what: `pgbench running a chat turn's two statements as the server sends them (leaseAndInsertUserMessages: lease, user message, history; insertAnswersAndEndTurns: usage row, answer, lease given back), each autocommitted, each with a JSON array of ${PG_BATCH} turn${PG_BATCH === 1 ? '' : 's'} (${PG_BATCH} sessions of the client) per transaction; a select builds the arrays once every ${SESSION_TURNS} transactions (the one statement the server does not send)`,
+            tps_means: `pgbench's transactions per second; turns_per_s = tps x batch (${PG_BATCH}); latency_avg_ms is per transaction`,
             postgres_cpu_us_per_turn_means:
-              "CPU time (/proc) of the run's backends (pgbench's connections) and of PostgreSQL's background processes (WAL writer, checkpointer, background writer, autovacuum launcher and workers running at the window's start) over a window inside the run (after connecting, before the end), divided by the turns stored in that window (llm_usage id sequence)",
+              "CPU time (/proc) of the run's backends (pgbench's connections) and of PostgreSQL's background processes (WAL writer, checkpointer, background writer, autovacuum launcher and workers running at the window's start) over a window inside the run (after connecting, before the end), divided by the turns stored in that window (llm_usage id sequence: one row per turn)",
             postgres_backends_means: "the run's own backends only",
             postgres_background_means:
               "PostgreSQL's background processes only (shared with any other database work)",
@@ -885,7 +1234,7 @@ async function main(): Promise<number> {
               "pgbench's own CPU per turn (the stand-in for the server's database client)",
             machine_means: 'every process on the machine (/proc/stat) per turn in the window',
             modes_mean:
-              'extended: each statement parsed and planned on every run (unnamed statements, what node-postgres does for a parameterised query without a name); prepared: named statements, parsed once per connection',
+              'extended: each statement parsed and planned on every run (unnamed statements, what node-postgres does for a parameterised query without a name); prepared: named statements, parsed once per connection (what the server does for these statements: runPrepared names them)',
           }
         : { skipped: pgSkipped },
       composition: {
@@ -898,7 +1247,7 @@ async function main(): Promise<number> {
         gateway_means: `B at ${CONNECTIONS} connections: the gateway process's own CPU per request (forwarding only: HTTP in, fetch out, SSE in, JSON out)`,
         postgres_us_per_turn: pgUs,
         postgres_means: pgFloor
-          ? `C, -M prepared, the lowest measured (${pgFloor.clients} clients): the run's backends + PostgreSQL's background processes, per turn`
+          ? `C, -M prepared, the lowest measured (${pgFloor.clients} clients, ${pgFloor.batch} turn${pgFloor.batch === 1 ? '' : 's'} per statement): the run's backends + PostgreSQL's background processes, per turn`
           : 'not measured (phase C skipped)',
         floor_sum_us_per_turn: floorSum,
         floor_sum_means:
@@ -965,7 +1314,9 @@ async function main(): Promise<number> {
         [
           'C. PostgreSQL only (CPU in µs per turn)',
           'clients',
-          'tps',
+          'batch',
+          'tx/s',
+          'turns/s',
           'latency avg ms',
           'PostgreSQL',
           'backends',
@@ -975,7 +1326,9 @@ async function main(): Promise<number> {
         ...pgPhase.runs.map((r) => [
           `pgbench -M ${r.mode}`,
           String(r.clients),
+          String(r.batch),
           q(r.tps),
+          q(r.turns_per_s),
           String(r.latency_avg_ms),
           q(r.postgres_cpu_us_per_turn),
           q(r.postgres_backends_cpu_us_per_turn),
@@ -984,7 +1337,7 @@ async function main(): Promise<number> {
         ]),
       ]);
       console.log(
-        `${pgPhase.pgbench}, server ${pgPhase.server_version}, synchronous_commit ${pgPhase.synchronous_commit}; PostgreSQL = the run's backends + background processes (WAL writer, checkpointer, autovacuum).`,
+        `${pgPhase.pgbench}, server ${pgPhase.server_version}, synchronous_commit ${pgPhase.synchronous_commit}; ${pgPhase.batch} turn${pgPhase.batch === 1 ? '' : 's'} per statement (BENCH_PG_BATCH), latency per transaction; PostgreSQL = the run's backends + background processes (WAL writer, checkpointer, autovacuum).`,
       );
     } else console.log(`\nC. PostgreSQL only: skipped (${pgSkipped})`);
     console.log('');
@@ -1001,7 +1354,9 @@ async function main(): Promise<number> {
       [
         '  PostgreSQL, one turn (C)',
         q(pgUs),
-        pgFloor ? `-M prepared, ${pgFloor.clients} clients (lowest)` : 'skipped',
+        pgFloor
+          ? `-M prepared, ${pgFloor.clients} clients, batch ${pgFloor.batch} (lowest)`
+          : 'skipped',
       ],
       ['floors together', q(floorSum), 'a server that only forwards and stores'],
       ['headroom for our server beyond that', q(budgetUs - floorSum), 'budget - floors'],

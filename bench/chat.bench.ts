@@ -11,7 +11,12 @@
  *   warm-up     POST /chat/send, all users, BENCH_WARMUP_S
  *   overhead    POST /chat/send, BENCH_LATENCY_USERS users one turn at a time each, BENCH_LATENCY_S:
  *               per turn, client latency minus the fake's handling time of that turn's model
- *               request (paired through a tag in the message)
+ *               request (paired through a tag in the message); with the least mean latency
+ *               Little's law allows these closed-loop users on this machine, from the CPU per
+ *               turn of each process in the throughput phase
+ *   paced       POST /chat/send, the same users with Poisson arrivals at each offered rate of
+ *               BENCH_PACED_RATES turns/s in all, BENCH_PACED_S each: the same overhead, when
+ *               the users do not send back to back
  *   throughput  POST /chat/send, BENCH_USERS connections (autocannon), BENCH_DURATION_S:
  *               turns/s counting 2xx only
  *   ttft        WebSocket /chat/ws, BENCH_LATENCY_USERS sockets, BENCH_LATENCY_S: chat.send to
@@ -37,6 +42,8 @@
  *   BENCH_DURATION_S     throughput measurement, default 15 (after BENCH_WARMUP_S, default 3)
  *   BENCH_LATENCY_S      overhead and time-to-first-token measurements, default 10 each
  *   BENCH_DIRECT_S       direct model baseline, default 5
+ *   BENCH_PACED_RATES    offered turns/s of the paced phases, default 100,300,500; '' leaves them out
+ *   BENCH_PACED_S        each paced phase, default 5
  *   BENCH_ANCHOR_S       anchor phase, seconds per connection count, default 10; 0 leaves it out
  *                        (the first run installs Portkey into bench/anchor: npm ci, ~10 s)
  *   BENCH_USERS          users, and connections in the throughput phase, default 50
@@ -65,6 +72,7 @@ import WebSocket from 'ws';
 import { ANCHOR_PACKAGE, type AnchorLoad, measureAnchor } from './anchor.ts';
 import {
   api,
+  apiProcessPid,
   badResponses,
   benchServerProcess,
   benchUsers,
@@ -112,6 +120,13 @@ const DIRECT_S = Number(env.BENCH_DIRECT_S ?? 5);
 const USERS = Number(env.BENCH_USERS ?? env.BENCH_CONNECTIONS ?? 50);
 const LATENCY_USERS = Math.min(USERS, Number(env.BENCH_LATENCY_USERS ?? 10));
 const SESSION_TURNS = Number(env.BENCH_SESSION_TURNS ?? 10);
+/** Offered turns/s of the paced phases (LATENCY_USERS users, Poisson arrivals); empty: none. */
+const PACED_RATES = (env.BENCH_PACED_RATES ?? '100,300,500')
+  .split(',')
+  .filter((r) => r.trim())
+  .map(Number);
+const PACED_S = Number(env.BENCH_PACED_S ?? 5);
+if (PACED_RATES.some((r) => !(r > 0))) throw new Error('BENCH_PACED_RATES: positive numbers');
 const PROFILE = env.BENCH_PROFILE === '1';
 const SETUP_CONCURRENCY = 4;
 const SERVER = benchServerProcess(env);
@@ -238,7 +253,14 @@ function postTurn(
   });
 }
 
-/** One user's turns over REST, one at a time, until the deadline. */
+/**
+ * One user's turns over REST, one at a time, until the deadline: back to back, or paced (the
+ * next turn due after an exponential gap of mean `meanGapUs` from the last one's due time, so
+ * the users together make Poisson arrivals). A paced turn that falls due while the user's
+ * previous turn is still running is sent when that one ends, and timed from its due time (the
+ * wait is the server's, not the client's: no coordinated omission); one sent on time is timed
+ * from its send, so the client's timer does not count.
+ */
 async function restUser(opts: {
   port: number;
   token: string;
@@ -246,11 +268,23 @@ async function restUser(opts: {
   deadlineUs: number;
   samples: RestSample[];
   outcomes: Outcomes;
+  meanGapUs?: number;
 }): Promise<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   let session: string | undefined;
+  const gap = () => -Math.log(1 - Math.random()) * opts.meanGapUs!;
+  let dueUs = opts.meanGapUs ? nowUs() + gap() : 0;
   try {
     for (let n = 0; nowUs() < opts.deadlineUs; n++) {
+      let lateSinceUs: number | undefined;
+      if (opts.meanGapUs) {
+        const waitUs = dueUs - nowUs();
+        if (waitUs > 0) {
+          if (dueUs >= opts.deadlineUs) break;
+          await sleep(waitUs / 1000);
+        } else lateSinceUs = dueUs;
+        dueUs += gap();
+      }
       const tag = `${opts.tagPrefix}-${n}`;
       const continuing = n % SESSION_TURNS !== 0 && session !== undefined;
       const body = JSON.stringify({
@@ -263,7 +297,7 @@ async function restUser(opts: {
         countStatus(opts.outcomes, res.status);
         if (res.status === 200) {
           session = (JSON.parse(res.text) as ChatReply).session_id;
-          opts.samples.push({ tag, startUs: res.startUs, endUs: res.endUs });
+          opts.samples.push({ tag, startUs: lateSinceUs ?? res.startUs, endUs: res.endUs });
         } else {
           opts.outcomes.firstError ??= `${res.status} ${res.text.slice(0, 300)}`;
           session = undefined;
@@ -462,6 +496,43 @@ async function directUser(opts: {
 }
 
 /** Per second of a phase: turns completed, and the p50 and max of their latency (ms). */
+/** Each REST turn paired with its model request at the fake (by tag): the overhead's parts. */
+function pairWithModel(samples: RestSample[], turns: Record<string, [number, number]>) {
+  const totals: number[] = [];
+  const models: number[] = [];
+  const overheads: number[] = [];
+  const beforeModel: number[] = [];
+  const afterModel: number[] = [];
+  let unmatched = 0;
+  for (const s of samples) {
+    const m = turns[s.tag];
+    if (!m) {
+      unmatched += 1;
+      continue;
+    }
+    const total = ms(s.endUs - s.startUs);
+    const model = ms(m[1] - m[0]);
+    totals.push(total);
+    models.push(model);
+    overheads.push(total - model);
+    beforeModel.push(ms(m[0] - s.startUs));
+    afterModel.push(ms(s.endUs - m[1]));
+  }
+  return { totals, models, overheads, beforeModel, afterModel, unmatched };
+}
+
+interface PacedRun {
+  offered_turns_per_s: number;
+  turns_per_s: number;
+  turns: number;
+  overhead_ms: Distribution;
+  total_ms: Distribution;
+  unmatched_turns: number;
+  server_cpu_us_per_turn: number | undefined;
+  load: ReturnType<typeof loadSummaryOf>;
+  outcomes: Outcomes;
+}
+
 function timelineOf(samples: Array<{ startUs: number; endUs: number }>, fromUs: number) {
   const seconds: number[][] = [];
   for (const s of samples) {
@@ -712,33 +783,57 @@ async function main(): Promise<number> {
       cpu0 !== undefined && cpu1 !== undefined
         ? Math.round((1000 * (cpu1 - cpu0)) / Math.max(1, restSamples.length))
         : undefined;
-    const restTurns = await fakeTurns(fake);
-    const totals: number[] = [];
-    const models: number[] = [];
-    const overheads: number[] = [];
-    const beforeModel: number[] = [];
-    const afterModel: number[] = [];
-    let unmatched = 0;
-    for (const s of restSamples) {
-      const m = restTurns[s.tag];
-      if (!m) {
-        unmatched += 1;
-        continue;
-      }
-      const total = ms(s.endUs - s.startUs);
-      const model = ms(m[1] - m[0]);
-      totals.push(total);
-      models.push(model);
-      overheads.push(total - model);
-      beforeModel.push(ms(m[0] - s.startUs));
-      afterModel.push(ms(s.endUs - m[1]));
-    }
+    const { totals, models, overheads, beforeModel, afterModel, unmatched } = pairWithModel(
+      restSamples,
+      await fakeTurns(fake),
+    );
     const overheadLoad = loadSummaryOf(
       restSamples.map((s) => ms(s.endUs - s.startUs)),
       restOutcomes,
       overheadS,
       LATENCY_USERS,
     );
+
+    // ---- paced: the same users, each turn due at Poisson arrivals of a set total rate ----
+    const paced: PacedRun[] = [];
+    for (const [i, rate] of PACED_RATES.entries()) {
+      log(`paced: POST /chat/send, ${LATENCY_USERS} users, ${rate} turns/s offered, ${PACED_S}s`);
+      await fakeReset(fake);
+      const samples: RestSample[] = [];
+      const outcomes = newOutcomes();
+      const c0 = processTreeCpuMs(serverPid);
+      const startUs = nowUs();
+      await Promise.all(
+        Array.from({ length: LATENCY_USERS }, (_, u) =>
+          restUser({
+            port,
+            token: tokens[u]!,
+            tagPrefix: `p${i}u${u}`,
+            deadlineUs: startUs + PACED_S * 1e6,
+            samples,
+            outcomes,
+            meanGapUs: (LATENCY_USERS / rate) * 1e6,
+          }),
+        ),
+      );
+      const durationS = (nowUs() - startUs) / 1e6;
+      const c1 = processTreeCpuMs(serverPid);
+      const paired = pairWithModel(samples, await fakeTurns(fake));
+      paced.push({
+        offered_turns_per_s: rate,
+        turns_per_s: Math.round(samples.length / durationS),
+        turns: samples.length,
+        overhead_ms: distribution(paired.overheads),
+        total_ms: distribution(paired.totals),
+        unmatched_turns: paired.unmatched,
+        server_cpu_us_per_turn:
+          c0 !== undefined && c1 !== undefined
+            ? Math.round((1000 * (c1 - c0)) / Math.max(1, samples.length))
+            : undefined,
+        load: loadSummaryOf(paired.totals, outcomes, durationS, LATENCY_USERS),
+        outcomes,
+      });
+    }
 
     // ---- throughput: USERS connections, autocannon ----
     log(`throughput: POST /chat/send, ${USERS} connections, ${DURATION_S}s`);
@@ -802,6 +897,21 @@ async function main(): Promise<number> {
       clientCpuUsPerTurn,
     ].reduce<number>((a, b) => a + (b ?? 0), 0);
     const serverRssMb = processRssMb(serverPid);
+    /**
+     * Little's law: LATENCY_USERS closed-loop users wait on average at least LATENCY_USERS x
+     * the machine's CPU time per turn / its cores, here with the CPU per turn of the
+     * throughput phase (the cheapest per turn: the most work shared): first of everything but
+     * our server (PostgreSQL, Redis, the fake, the load generator), then with it.
+     */
+    const closedLoopFloorMs = (cpuUsPerTurn: number) =>
+      Number(((LATENCY_USERS * cpuUsPerTurn) / os.cpus().length / 1000).toFixed(2));
+    const closedLoopFloor = {
+      users: LATENCY_USERS,
+      without_server_ms: closedLoopFloorMs(ownCpuUsPerTurn - (serverCpuUsPerTurn ?? 0)),
+      with_server_ms: closedLoopFloorMs(ownCpuUsPerTurn),
+      means:
+        "Little's law: the least mean latency of users closed-loop users on this machine = users x CPU per turn (the throughput phase's, per process) / cores; without_server counts PostgreSQL, Redis, the fake model and the load generator only",
+    };
 
     // ---- time to first token over the WebSocket ----
     const wsPhase = async (seconds: number, prefix: string) => {
@@ -958,6 +1068,7 @@ async function main(): Promise<number> {
       ['throughput', badResponses(load)],
       ['ttft', badResponses(wsLoad)],
       ['direct model', badResponses(directLoad)],
+      ...paced.map((r) => [`paced at ${r.offered_turns_per_s}/s`, badResponses(r.load)]),
       ...(anchor?.runs ?? []).map((r) => [`anchor at ${r.connections}`, badResponses(r.load)]),
     ]
       .filter(([, p]) => p)
@@ -968,9 +1079,19 @@ async function main(): Promise<number> {
       ['direct model', direct.outcomes],
     ] as const)
       if (o.firstError) problems.push(`${phase}: first error: ${o.firstError}`);
+    for (const r of paced)
+      if (r.outcomes.firstError)
+        problems.push(`paced at ${r.offered_turns_per_s}/s: first error: ${r.outcomes.firstError}`);
+    const pacedUnmatched = paced.reduce((n, r) => n + r.unmatched_turns, 0);
+    if (pacedUnmatched > 0.01 * paced.reduce((n, r) => n + r.turns, 0))
+      problems.push(`${pacedUnmatched} paced turns without their model request at the fake`);
     if (unmatched + wsUnmatched > 0.01 * (restSamples.length + ws.samples.length))
       problems.push(`${unmatched + wsUnmatched} turns without their model request at the fake`);
-    const expectedAccess = warm.totalRequests + overheadLoad.totalRequests + load.totalRequests;
+    const expectedAccess =
+      warm.totalRequests +
+      overheadLoad.totalRequests +
+      paced.reduce((n, r) => n + r.load.totalRequests, 0) +
+      load.totalRequests;
 
     const pass = {
       overheadP50: overhead.p50 <= TARGETS.overheadP50Ms,
@@ -1054,6 +1175,20 @@ async function main(): Promise<number> {
         errors: overheadLoad.errors,
         timeouts: overheadLoad.timeouts,
         status_codes: overheadLoad.statusCodes,
+      },
+      closed_loop_floor: closedLoopFloor,
+      paced: {
+        transport: 'POST /chat/send, node:http keep-alive, one connection per user',
+        users: LATENCY_USERS,
+        seconds: PACED_S,
+        arrivals:
+          "Poisson at the offered rate in all: each user's next turn falls due an exponential gap after the last one's due time; a turn due while the user's previous one still runs is timed from its due time",
+        runs: paced.map(({ load: l, outcomes: o, ...r }) => ({
+          ...r,
+          non_2xx: l.non2xx,
+          errors: l.errors,
+          timeouts: l.timeouts,
+        })),
       },
       throughput: {
         endpoint: 'POST /chat/send (autocannon)',
@@ -1172,7 +1307,9 @@ async function main(): Promise<number> {
         only_2xx: { target: 'non-2xx = 0, errors = 0', pass: problems.length === 0 },
       },
       pass: Object.values(pass).every(Boolean) && problems.length === 0,
-      ...(PROFILE ? { profile: { dir: profileDir, pid: serverPid, windows_us: windows } } : {}),
+      ...(PROFILE
+        ? { profile: { dir: profileDir, pid: apiProcessPid(serverPid), windows_us: windows } }
+        : {}),
     };
 
     const stamp = started.toISOString().replaceAll(':', '-');
@@ -1226,6 +1363,16 @@ async function main(): Promise<number> {
         '(report)',
       ],
       [
+        `  least mean latency, ${LATENCY_USERS} closed-loop users (ms)`,
+        `${closedLoopFloor.without_server_ms} without our server, ${closedLoopFloor.with_server_ms} with`,
+        "(Little's law)",
+      ],
+      ...paced.map((r) => [
+        `  paced, ${LATENCY_USERS} users, ${r.offered_turns_per_s} turns/s: overhead p50 / p99`,
+        `${pair(r.overhead_ms)} (${r.turns_per_s}/s, ${r.server_cpu_us_per_turn ?? '?'} µs)`,
+        '(report)',
+      ]),
+      [
         `throughput turns/s (2xx), ${USERS} users`,
         String(turnsPerS),
         `>= ${TARGETS.turnsPerS} ${mark(pass.turnsPerS)}`,
@@ -1274,7 +1421,7 @@ async function main(): Promise<number> {
       ],
       [
         'non-2xx / errors (all phases)',
-        `${overheadLoad.non2xx + load.non2xx} / ${overheadLoad.errors + overheadLoad.timeouts + load.errors + load.timeouts + ws.outcomes.errors + direct.outcomes.errors}`,
+        `${overheadLoad.non2xx + load.non2xx + paced.reduce((n, r) => n + r.load.non2xx, 0)} / ${overheadLoad.errors + overheadLoad.timeouts + load.errors + load.timeouts + ws.outcomes.errors + direct.outcomes.errors + paced.reduce((n, r) => n + r.load.errors + r.load.timeouts, 0)}`,
         `0 ${mark(problems.length === 0)}`,
       ],
       ['access log lines written', String(accessLines), `>= ${expectedAccess}`],

@@ -236,16 +236,24 @@ export function processTreeCpuMs(pid: number | undefined): number | undefined {
   return total;
 }
 
-/** Resident memory of a process in MB, from /proc. */
+/** Resident memory of a process and its direct children (API workers) in MB, from /proc. */
 export function processRssMb(pid: number | undefined): number | undefined {
   if (!pid) return undefined;
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
-    return Number.isFinite(kb) ? Math.round(kb / 1024) : undefined;
-  } catch {
-    return undefined;
+  let kb = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const status = readFileSync(`/proc/${p}/status`, 'utf8');
+      kb += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    } catch {
+      // gone
+    }
   }
+  return kb > 0 ? Math.round(kb / 1024) : undefined;
+}
+
+/** The process that serves HTTP: the first API worker when there are several, else `pid`. */
+export function apiProcessPid(pid: number): number {
+  return processTree(pid)[1] ?? pid;
 }
 
 export function loadAverage(): string {

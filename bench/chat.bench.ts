@@ -495,7 +495,6 @@ async function directUser(opts: {
   }
 }
 
-/** Per second of a phase: turns completed, and the p50 and max of their latency (ms). */
 /** Each REST turn paired with its model request at the fake (by tag): the overhead's parts. */
 function pairWithModel(samples: RestSample[], turns: Record<string, [number, number]>) {
   const totals: number[] = [];
@@ -533,6 +532,7 @@ interface PacedRun {
   outcomes: Outcomes;
 }
 
+/** Per second of a phase: turns completed, and the p50 and max of their latency (ms). */
 function timelineOf(samples: Array<{ startUs: number; endUs: number }>, fromUs: number) {
   const seconds: number[][] = [];
   for (const s of samples) {

@@ -7,7 +7,13 @@
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, type ServerProcess, startServer, waitFor } from './helpers/processes.ts';
+import {
+  freePort,
+  postgresRedisEnv,
+  type ServerProcess,
+  startServer,
+  waitFor,
+} from './helpers/processes.ts';
 import { clearRedisPrefix, testKeyPrefix, testRedisUrl } from './helpers/redis.ts';
 import { STRONG_PASSWORD, TEST_JWT_SECRET } from './helpers/test-app.ts';
 import { createPostgresSchema } from './helpers/test-database.ts';
@@ -24,16 +30,17 @@ let server: ServerProcess;
 
 function env(extra: Record<string, string> = {}): Record<string, string> {
   return {
+    ...postgresRedisEnv({
+      databaseUrl: dbUrl,
+      schema,
+      redisUrl,
+      keyPrefix: prefix,
+      port,
+      adminEmail: ADMIN_EMAIL,
+      adminPassword: STRONG_PASSWORD,
+      jwtSecret: TEST_JWT_SECRET,
+    }),
     WEB_CONCURRENCY: '2',
-    DATABASE_URL: dbUrl,
-    DATABASE_SCHEMA: schema,
-    REDIS_URL: redisUrl,
-    JWT_SECRET: TEST_JWT_SECRET,
-    HOST: '127.0.0.1',
-    PORT: String(port),
-    ADMIN_EMAIL,
-    ADMIN_PASSWORD: STRONG_PASSWORD,
-    MEZZOFY__redis__key_prefix: prefix,
     MEZZOFY__server__drain_delay_ms: '200',
     LOG_LEVEL: 'info',
     ...extra,

@@ -11,7 +11,13 @@ import { createPasswordHasher } from '../src/auth/passwords.ts';
 import { createDatabase, type Database } from '../src/db/database.ts';
 import { readMigrations } from '../src/db/migrate.ts';
 import { bootstrapAdmin } from '../src/users/bootstrap-admin.ts';
-import { freePort, type ServerProcess, startServer, waitFor } from './helpers/processes.ts';
+import {
+  freePort,
+  postgresRedisEnv,
+  type ServerProcess,
+  startServer,
+  waitFor,
+} from './helpers/processes.ts';
 import { clearRedisPrefix, testKeyPrefix, testRedisUrl } from './helpers/redis.ts';
 import { createTestApp, STRONG_PASSWORD, TEST_JWT_SECRET } from './helpers/test-app.ts';
 import { createPostgresSchema, createTestDatabase } from './helpers/test-database.ts';
@@ -36,15 +42,16 @@ const nodes: Record<'A' | 'B' | 'C' | 'D', Node> = {} as never;
 function start(name: string, port: number, keyPrefix: string, extra: Record<string, string> = {}) {
   const proc = startServer(
     {
-      DATABASE_URL: dbUrl,
-      DATABASE_SCHEMA: schema,
-      REDIS_URL: redisUrl,
-      JWT_SECRET: TEST_JWT_SECRET,
-      HOST: '127.0.0.1',
-      PORT: String(port),
-      ADMIN_EMAIL,
-      ADMIN_PASSWORD: STRONG_PASSWORD,
-      MEZZOFY__redis__key_prefix: keyPrefix,
+      ...postgresRedisEnv({
+        databaseUrl: dbUrl,
+        schema,
+        redisUrl,
+        keyPrefix,
+        port,
+        adminEmail: ADMIN_EMAIL,
+        adminPassword: STRONG_PASSWORD,
+        jwtSecret: TEST_JWT_SECRET,
+      }),
       MEZZOFY__logging__access_log: 'false',
       LOG_LEVEL: 'warn',
       ...extra,

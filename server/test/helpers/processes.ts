@@ -23,6 +23,30 @@ export interface ServerProcess {
   exited: Promise<number | null>;
 }
 
+/** The environment of a server process on PostgreSQL and Redis, as the multi-process tests run it. */
+export function postgresRedisEnv(o: {
+  databaseUrl: string;
+  schema: string;
+  redisUrl: string;
+  keyPrefix: string;
+  port: number;
+  adminEmail: string;
+  adminPassword: string;
+  jwtSecret: string;
+}): Record<string, string> {
+  return {
+    DATABASE_URL: o.databaseUrl,
+    DATABASE_SCHEMA: o.schema,
+    REDIS_URL: o.redisUrl,
+    JWT_SECRET: o.jwtSecret,
+    HOST: '127.0.0.1',
+    PORT: String(o.port),
+    ADMIN_EMAIL: o.adminEmail,
+    ADMIN_PASSWORD: o.adminPassword,
+    MEZZOFY__redis__key_prefix: o.keyPrefix,
+  };
+}
+
 export function startServer(env: Record<string, string>, args: string[] = []): ServerProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },

@@ -20,7 +20,7 @@
  *   throughput  POST /chat/send, BENCH_USERS connections (autocannon), BENCH_DURATION_S:
  *               turns/s counting 2xx only
  *   ttft        WebSocket /chat/ws, BENCH_LATENCY_USERS sockets, BENCH_LATENCY_S: chat.send to
- *               the first text.delta
+ *               the first text.delta; then paced as the REST users are, BENCH_PACED_S each
  *   direct      the server's own model request (captured by the fake, asked streaming as a
  *               WebSocket turn asks it; a REST turn asks for the whole answer) replayed from this
  *               process straight to the fake with node:http, BENCH_LATENCY_USERS at a time,
@@ -254,13 +254,32 @@ function postTurn(
 }
 
 /**
- * One user's turns over REST, one at a time, until the deadline: back to back, or paced (the
- * next turn due after an exponential gap of mean `meanGapUs` from the last one's due time, so
- * the users together make Poisson arrivals). A paced turn that falls due while the user's
- * previous turn is still running is sent when that one ends, and timed from its due time (the
- * wait is the server's, not the client's: no coordinated omission); one sent on time is timed
- * from its send, so the client's timer does not count.
+ * The due times of one user's turns: back to back without `meanGapUs`, else paced: the next
+ * turn falls due an exponential gap of mean `meanGapUs` after the last one's due time, so the
+ * users together make Poisson arrivals. `next()` waits for the next turn's due time and says
+ * what to time it from, or that the deadline has come. A paced turn that fell due while the
+ * user's previous turn was still running is timed from its due time (the wait is the server's,
+ * not the client's: no coordinated omission); one sent on time is timed from its send, so the
+ * client's timer does not count.
  */
+function pacer(deadlineUs: number, meanGapUs?: number) {
+  const gap = () => -Math.log(1 - Math.random()) * meanGapUs!;
+  let dueUs = meanGapUs ? nowUs() + gap() : 0;
+  return async (): Promise<{ lateSinceUs?: number } | undefined> => {
+    if (nowUs() >= deadlineUs) return undefined;
+    if (!meanGapUs) return {};
+    const waitUs = dueUs - nowUs();
+    const late = waitUs > 0 ? undefined : dueUs;
+    if (waitUs > 0) {
+      if (dueUs >= deadlineUs) return undefined;
+      await sleep(waitUs / 1000);
+    }
+    dueUs += gap();
+    return late === undefined ? {} : { lateSinceUs: late };
+  };
+}
+
+/** One user's turns over REST, one at a time, until the deadline (paced: see pacer). */
 async function restUser(opts: {
   port: number;
   token: string;
@@ -272,19 +291,11 @@ async function restUser(opts: {
 }): Promise<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   let session: string | undefined;
-  const gap = () => -Math.log(1 - Math.random()) * opts.meanGapUs!;
-  let dueUs = opts.meanGapUs ? nowUs() + gap() : 0;
+  const next = pacer(opts.deadlineUs, opts.meanGapUs);
   try {
-    for (let n = 0; nowUs() < opts.deadlineUs; n++) {
-      let lateSinceUs: number | undefined;
-      if (opts.meanGapUs) {
-        const waitUs = dueUs - nowUs();
-        if (waitUs > 0) {
-          if (dueUs >= opts.deadlineUs) break;
-          await sleep(waitUs / 1000);
-        } else lateSinceUs = dueUs;
-        dueUs += gap();
-      }
+    for (let n = 0; ; n++) {
+      const due = await next();
+      if (!due) break;
       const tag = `${opts.tagPrefix}-${n}`;
       const continuing = n % SESSION_TURNS !== 0 && session !== undefined;
       const body = JSON.stringify({
@@ -297,7 +308,7 @@ async function restUser(opts: {
         countStatus(opts.outcomes, res.status);
         if (res.status === 200) {
           session = (JSON.parse(res.text) as ChatReply).session_id;
-          opts.samples.push({ tag, startUs: lateSinceUs ?? res.startUs, endUs: res.endUs });
+          opts.samples.push({ tag, startUs: due.lateSinceUs ?? res.startUs, endUs: res.endUs });
         } else {
           opts.outcomes.firstError ??= `${res.status} ${res.text.slice(0, 300)}`;
           session = undefined;
@@ -322,7 +333,7 @@ interface WsSample {
   endUs: number;
 }
 
-/** One user's turns over the WebSocket, one at a time, until the deadline. */
+/** One user's turns over the WebSocket, one at a time, until the deadline (paced: see pacer). */
 async function wsUser(opts: {
   port: number;
   token: string;
@@ -330,6 +341,7 @@ async function wsUser(opts: {
   deadlineUs: number;
   samples: WsSample[];
   outcomes: Outcomes;
+  meanGapUs?: number;
 }): Promise<void> {
   const ws = new WebSocket(`ws://${HOST}:${opts.port}/chat/ws`);
   let ready: ((ok: boolean) => void) | undefined;
@@ -375,12 +387,15 @@ async function wsUser(opts: {
     );
     if (!(await isReady)) throw new Error(`no ready: ${closed}`);
     let session: string | undefined;
-    for (let n = 0; nowUs() < opts.deadlineUs && !closed; n++) {
+    const next = pacer(opts.deadlineUs, opts.meanGapUs);
+    for (let n = 0; !closed; n++) {
+      const due = await next();
+      if (!due || closed) break;
       const tag = `${opts.tagPrefix}-${n}`;
       const continuing = n % SESSION_TURNS !== 0 && session !== undefined;
       const result = await new Promise<{ endUs: number; sessionId?: string; error?: string }>(
         (done) => {
-          current = { tag, startUs: nowUs(), done };
+          current = { tag, startUs: due.lateSinceUs ?? nowUs(), done };
           ws.send(
             JSON.stringify({
               type: 'chat.send',
@@ -533,6 +548,16 @@ interface PacedRun {
 }
 
 /** Per second of a phase: turns completed, and the p50 and max of their latency (ms). */
+interface WsPacedRun {
+  offered_turns_per_s: number;
+  turns_per_s: number;
+  turns: number;
+  ttft_ms: Distribution;
+  server_cpu_us_per_turn: number | undefined;
+  errors: number;
+  first_error: string | undefined;
+}
+
 function timelineOf(samples: Array<{ startUs: number; endUs: number }>, fromUs: number) {
   const seconds: number[][] = [];
   for (const s of samples) {
@@ -914,7 +939,7 @@ async function main(): Promise<number> {
     };
 
     // ---- time to first token over the WebSocket ----
-    const wsPhase = async (seconds: number, prefix: string) => {
+    const wsPhase = async (seconds: number, prefix: string, offeredPerS?: number) => {
       const samples: WsSample[] = [];
       const outcomes = newOutcomes();
       const startUs = nowUs();
@@ -927,6 +952,7 @@ async function main(): Promise<number> {
             deadlineUs: startUs + seconds * 1e6,
             samples,
             outcomes,
+            ...(offeredPerS ? { meanGapUs: (LATENCY_USERS / offeredPerS) * 1e6 } : {}),
           }),
         ),
       );
@@ -968,6 +994,27 @@ async function main(): Promise<number> {
       wsAfterModel.push(ms(s.firstDeltaUs - m[1]));
     }
     const wsLoad = loadSummaryOf(wsTotals, ws.outcomes, ws.durationS, LATENCY_USERS);
+
+    // ---- the same sockets, paced (Poisson arrivals, see pacer) ----
+    const wsPaced: WsPacedRun[] = [];
+    for (const [i, rate] of PACED_RATES.entries()) {
+      log(`ttft paced: ${LATENCY_USERS} sockets, ${rate} turns/s offered, ${PACED_S}s`);
+      const c0 = processTreeCpuMs(serverPid);
+      const run = await wsPhase(PACED_S, `q${i}u`, rate);
+      const c1 = processTreeCpuMs(serverPid);
+      wsPaced.push({
+        offered_turns_per_s: rate,
+        turns_per_s: Math.round(run.samples.length / run.durationS),
+        turns: run.samples.length,
+        ttft_ms: distribution(run.samples.map((x) => ms(x.firstDeltaUs - x.startUs))),
+        server_cpu_us_per_turn:
+          c0 !== undefined && c1 !== undefined
+            ? Math.round((1000 * (c1 - c0)) / Math.max(1, run.samples.length))
+            : undefined,
+        errors: run.outcomes.errors,
+        first_error: run.outcomes.firstError,
+      });
+    }
 
     // ---- the model's own time: the server's request, straight to the fake ----
     const directPhase = async (seconds: number) => {
@@ -1079,6 +1126,9 @@ async function main(): Promise<number> {
       ['direct model', direct.outcomes],
     ] as const)
       if (o.firstError) problems.push(`${phase}: first error: ${o.firstError}`);
+    for (const r of wsPaced)
+      if (r.first_error)
+        problems.push(`ttft paced at ${r.offered_turns_per_s}/s: first error: ${r.first_error}`);
     for (const r of paced)
       if (r.outcomes.firstError)
         problems.push(`paced at ${r.offered_turns_per_s}/s: first error: ${r.outcomes.firstError}`);
@@ -1249,6 +1299,11 @@ async function main(): Promise<number> {
         unmatched_turns: wsUnmatched,
         server_cpu_us_per_turn: wsCpuUs,
         errors: ws.outcomes.errors,
+        paced: wsPaced.map((r) => ({
+          ...r,
+          added_p50_ms: round2(r.ttft_ms.p50 - directTtfb.p50),
+          added_p99_ms: round2(r.ttft_ms.p99 - directTtfb.p99),
+        })),
       },
       direct_model: {
         client: 'node:http keep-alive (lighter than the fetch the server SDK uses)',
@@ -1413,6 +1468,11 @@ async function main(): Promise<number> {
         `<= ${TARGETS.ttftAddedP50Ms} ${mark(pass.ttftAdded)}`,
       ],
       ['  added by the server p99 (ms)', String(ttftAddedP99), '(report)'],
+      ...wsPaced.map((r) => [
+        `  paced, ${LATENCY_USERS} sockets, ${r.offered_turns_per_s} turns/s: added p50 / p99`,
+        `${round2(r.ttft_ms.p50 - directTtfb.p50)} / ${round2(r.ttft_ms.p99 - directTtfb.p99)} (${r.turns_per_s}/s, ${r.server_cpu_us_per_turn ?? '?'} µs)`,
+        '(report)',
+      ]),
       ['  send -> model request p50 / p99 (ms)', pair(distribution(wsBeforeModel)), '(report)'],
       [
         '  turns / server CPU per turn (µs)',
@@ -1421,7 +1481,7 @@ async function main(): Promise<number> {
       ],
       [
         'non-2xx / errors (all phases)',
-        `${overheadLoad.non2xx + load.non2xx + paced.reduce((n, r) => n + r.load.non2xx, 0)} / ${overheadLoad.errors + overheadLoad.timeouts + load.errors + load.timeouts + ws.outcomes.errors + direct.outcomes.errors + paced.reduce((n, r) => n + r.load.errors + r.load.timeouts, 0)}`,
+        `${overheadLoad.non2xx + load.non2xx + paced.reduce((n, r) => n + r.load.non2xx, 0)} / ${overheadLoad.errors + overheadLoad.timeouts + load.errors + load.timeouts + ws.outcomes.errors + direct.outcomes.errors + paced.reduce((n, r) => n + r.load.errors + r.load.timeouts, 0) + wsPaced.reduce((n, r) => n + r.errors, 0)}`,
         `0 ${mark(problems.length === 0)}`,
       ],
       ['access log lines written', String(accessLines), `>= ${expectedAccess}`],

@@ -12,13 +12,19 @@ import type { ResolvedConfig } from './config/config.schema.ts';
 import { ConfigError, loadConfig } from './config/load-config.ts';
 import { createContainer, openDatabase, registerSchedules } from './container.ts';
 import { migrate } from './db/migrate.ts';
-import { type ApiWorkers, startApiWorkers } from './infra/api-workers.ts';
+import {
+  type ApiWorkers,
+  onShutdownRequest,
+  reportStartFailure,
+  startApiWorkers,
+} from './infra/api-workers.ts';
 import { lockDataDir } from './infra/data-dir-lock.ts';
 import { createLoggers } from './logging/logger.ts';
 import { bootstrapAdmin } from './users/bootstrap-admin.ts';
 
-function fail(message: string): never {
-  process.stderr.write(`${message}\n`);
+/** Start-up failed: say why (an API worker says it through the primary, once) and exit 1. */
+async function fail(message: string): Promise<never> {
+  if (!(await reportStartFailure(message))) process.stderr.write(`${message}\n`);
   process.exit(1);
 }
 
@@ -33,11 +39,12 @@ async function main(): Promise<void> {
     const role = roleFromArgs();
     config = loadConfig({ env: role ? { ...process.env, PROCESS_ROLE: role } : process.env });
   } catch (err) {
-    if (err instanceof ConfigError) fail(err.message);
+    if (err instanceof ConfigError) return fail(err.message);
     throw err;
   }
   const role = config.process_role;
-  const supervises = cluster.isPrimary && config.server.workers > 1 && role !== 'worker';
+  const servesApi = role === 'all' || role === 'api';
+  const supervises = cluster.isPrimary && config.server.workers > 1 && servesApi;
   if (supervises && role === 'api') return superviseOnly(config);
   const runs = (r: string) => (role === 'all' || role === r) && !(supervises && r === 'api');
 
@@ -46,26 +53,23 @@ async function main(): Promise<void> {
     try {
       releaseLock = lockDataDir(config.data_dir);
     } catch (err) {
-      fail(`error: ${(err as Error).message}`);
+      return fail(`error: ${(err as Error).message}`);
     }
   }
 
-  const database = await openDatabase(config).catch((err: Error) =>
-    fail(`error: cannot open the database: ${err.message}`),
-  );
-  try {
-    await migrate(database);
-  } catch (err) {
-    await database.close();
-    releaseLock();
-    fail(`error: ${(err as Error).message}`);
-  }
+  const database = await openMigrated(config, releaseLock);
   const container = await createContainer(config, { database }).catch(async (err: Error) => {
     await database.close();
     releaseLock();
-    fail(`error: ${err.message}`);
+    return fail(`error: ${err.message}`);
   });
   const log = container.loggers.app;
+  if (config.server.workers > 1 && !servesApi) {
+    log.warn(
+      { role, workers: config.server.workers },
+      'server.workers (WEB_CONCURRENCY) applies to API processes; ignored for this role',
+    );
+  }
 
   if (runs('api')) {
     const admin = await bootstrapAdmin(database, container.passwords, config.admin);
@@ -83,7 +87,13 @@ async function main(): Promise<void> {
   let app: Awaited<ReturnType<typeof buildApp>> | undefined;
   if (runs('api')) {
     app = await buildApp(container);
-    await app.listen({ host: config.server.host, port: config.server.port });
+    try {
+      await app.listen({ host: config.server.host, port: config.server.port });
+    } catch (err) {
+      return fail(
+        `error: cannot listen on ${config.server.host}:${config.server.port}: ${(err as Error).message}`,
+      );
+    }
   }
   let workers: ApiWorkers | undefined;
   let workersPort: number | undefined;
@@ -112,29 +122,44 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
-  const shutdown = async (signal: string) => {
+  let clean = true;
+  const shutdown = async (signal: NodeJS.Signals) => {
+    // A signal may arrive twice (a terminal's Ctrl-C reaches the process group, and tsx
+    // relays it to its child too): the first one counts; the force timer bounds the rest.
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down: draining requests');
     container.draining.value = true;
+    // The API workers drain on their own, within their stop limit; this process waits for them.
+    const limitMs = Math.max(
+      config.server.shutdown_timeout_ms,
+      workers ? workerOptions(config, log).stopTimeoutMs + 1_000 : 0,
+    );
     const force = setTimeout(() => {
       log.error('shutdown timed out; exiting');
+      workers?.kill();
       container.loggers.flush();
       process.exit(1);
-    }, config.server.shutdown_timeout_ms);
+    }, limitMs);
     force.unref();
-    // SIGTERM (a supervisor or load balancer stopping us): keep serving for a moment with
-    // /health at 503, so the balancer stops sending new work before the listener closes.
-    if (signal === 'SIGTERM' && app && config.server.drain_delay_ms > 0) {
-      await new Promise((resolve) => setTimeout(resolve, config.server.drain_delay_ms));
-    }
     try {
-      // The API workers drain the same way, each on its own.
-      await workers?.stop(signal as NodeJS.Signals);
-      // Turns still running are aborted and stored as failed (their senders get 503 or an
-      // error event); then the listener closes and sockets close with 1001.
-      await container.chat.shutdown(Math.floor(config.server.shutdown_timeout_ms / 2));
-      await app?.close();
+      await Promise.all([
+        workers?.stop(signal).then((stopped) => {
+          clean &&= stopped;
+        }),
+        (async () => {
+          // SIGTERM (a supervisor or load balancer stopping us): keep serving for a moment
+          // with /health at 503, so the balancer stops sending new work before the listener
+          // closes.
+          if (signal === 'SIGTERM' && app && config.server.drain_delay_ms > 0) {
+            await new Promise((resolve) => setTimeout(resolve, config.server.drain_delay_ms));
+          }
+          // Turns still running are aborted and stored as failed (their senders get 503 or an
+          // error event); then the listener closes and sockets close with 1001.
+          await container.chat.shutdown(Math.floor(config.server.shutdown_timeout_ms / 2));
+          await app?.close();
+        })(),
+      ]);
       await container.close();
       await database.close();
     } finally {
@@ -142,10 +167,32 @@ async function main(): Promise<void> {
     }
     log.info('shutdown complete');
     container.loggers.flush();
-    process.exit(0);
+    process.exit(clean ? 0 : 1);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+  onShutdownRequest((signal) => void shutdown(signal));
+  void workers?.failed.then((err) => {
+    log.error(err.message);
+    process.stderr.write(`error: ${err.message}\n`);
+    clean = false;
+    void shutdown('SIGTERM');
+  });
+}
+
+/** The database, migrated; a failure ends the start with one line. */
+async function openMigrated(config: ResolvedConfig, releaseLock = () => {}) {
+  const database = await openDatabase(config).catch((err: Error) =>
+    fail(`error: cannot open the database: ${err.message}`),
+  );
+  try {
+    await migrate(database);
+  } catch (err) {
+    await database.close();
+    releaseLock();
+    return fail(`error: ${(err as Error).message}`);
+  }
+  return database;
 }
 
 function workerOptions(config: ResolvedConfig, log: Logger) {
@@ -174,11 +221,13 @@ function announce(config: ResolvedConfig, log: Logger, port: number, engines: st
 }
 
 /**
- * `--role=api` with several workers: this process only starts and watches them. Each worker
- * migrates (under the migration lock) and creates the first admin if none exists (once: the
- * unique e-mail settles a race), as a lone API process does.
+ * `--role=api` with several workers: this process only starts and watches them. It migrates
+ * first, so that a database that cannot be reached or migrated is reported once; each worker
+ * then creates the first admin if none exists (once: the unique e-mail settles a race), as a
+ * lone API process does.
  */
 async function superviseOnly(config: ResolvedConfig): Promise<void> {
+  await (await openMigrated(config)).close();
   const loggers = createLoggers({ level: config.logging.level, dir: config.logging.dir });
   const log = loggers.app;
   const workers = startApiWorkers(workerOptions(config, log));
@@ -189,16 +238,19 @@ async function superviseOnly(config: ResolvedConfig): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down: stopping the API workers');
-    await workers.stop(signal);
+    const clean = await workers.stop(signal);
     log.info('shutdown complete');
     loggers.flush();
-    process.exit(0);
+    process.exit(clean ? 0 : 1);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+  void workers.failed.then((err) => {
+    log.error(err.message);
+    loggers.flush();
+    process.stderr.write(`error: ${err.message}\n`);
+    process.exit(1);
+  });
 }
 
-main().catch((err) => {
-  process.stderr.write(`fatal: ${(err as Error).stack ?? err}\n`);
-  process.exit(1);
-});
+main().catch((err) => fail(`fatal: ${(err as Error).stack ?? err}`));

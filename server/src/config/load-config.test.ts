@@ -37,6 +37,30 @@ describe('parseConfig', () => {
     expect(config.rate_limit.enabled).toBe(false);
   });
 
+  it('WEB_CONCURRENCY: API processes for the roles that serve the API, ignored by the others', () => {
+    const production = {
+      DATABASE_URL: 'postgres://db/x',
+      REDIS_URL: 'redis://r',
+      JWT_SECRET: 'j'.repeat(40),
+      WEB_CONCURRENCY: '4',
+    };
+    for (const role of ['all', 'api', 'worker', 'scheduler']) {
+      const { config } = parseConfig({
+        env: { ...production, PROCESS_ROLE: role },
+        ignoreFile: true,
+      });
+      expect(config.server.workers).toBe(4);
+    }
+    // Without Redis, only the roles that would fork refuse.
+    const noRedis = { ...production, REDIS_URL: undefined };
+    expect(() =>
+      parseConfig({ env: { ...noRedis, PROCESS_ROLE: 'api' }, ignoreFile: true }),
+    ).toThrow(/server\.workers/);
+    expect(() =>
+      parseConfig({ env: { ...noRedis, PROCESS_ROLE: 'worker' }, ignoreFile: true }),
+    ).toThrow(/redis\.url: required for process role 'worker'/);
+  });
+
   it('reads TRUST_PROXY as a flag, a hop count or a list of proxies', () => {
     const trust = (v: string) =>
       parseConfig({ env: { TRUST_PROXY: v }, ignoreFile: true }).config.server.trust_proxy;
@@ -69,21 +93,11 @@ describe('parseConfig', () => {
       [{ WEB_CONCURRENCY: 'two' }, /^config error: server\.workers: .*\(from WEB_CONCURRENCY\)$/],
       [
         { WEB_CONCURRENCY: '2' },
-        /^config error: server\.workers: 2 API processes need PostgreSQL \(set DATABASE_URL\)/,
+        /^config error: server\.workers: 2 API processes need PostgreSQL \(set DATABASE_URL\).* \(from WEB_CONCURRENCY\)$/,
       ],
       [
         { WEB_CONCURRENCY: '2', DATABASE_URL: 'postgres://db/x', JWT_SECRET: 'j'.repeat(40) },
-        /^config error: server\.workers: 2 API processes need Redis \(set REDIS_URL\)/,
-      ],
-      [
-        {
-          WEB_CONCURRENCY: '2',
-          PROCESS_ROLE: 'worker',
-          DATABASE_URL: 'postgres://db/x',
-          REDIS_URL: 'redis://r',
-          JWT_SECRET: 'j'.repeat(40),
-        },
-        /^config error: server\.workers: 2 API processes need process role 'api' or 'all', not 'worker'$/,
+        /^config error: server\.workers: 2 API processes need Redis \(set REDIS_URL\).* \(from WEB_CONCURRENCY\)$/,
       ],
       [{ LOG_LEVEL: 'loud' }, /^config error: logging\.level: /],
       [

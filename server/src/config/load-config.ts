@@ -172,17 +172,18 @@ export function parseConfig(options: LoadConfigOptions = {}): {
       `config error: redis.url: required for process role '${config.process_role}' (set REDIS_URL)`,
     );
   }
-  if (config.server.workers > 1) {
+  // Only the roles that serve the API fork workers; the others ignore the setting (it is often
+  // set for every process of a deployment, as Heroku does).
+  if (config.server.workers > 1 && ['all', 'api'].includes(config.process_role)) {
     const needs = !config.database.url
       ? 'PostgreSQL (set DATABASE_URL): the embedded database belongs to one process'
       : !config.redis.url
         ? 'Redis (set REDIS_URL): the processes share events, cancels and rate limits through it'
-        : config.process_role === 'worker' || config.process_role === 'scheduler'
-          ? `process role 'api' or 'all', not '${config.process_role}'`
-          : undefined;
+        : undefined;
     if (needs) {
+      const from = sources.get('server.workers');
       throw new ConfigError(
-        `config error: server.workers: ${config.server.workers} API processes need ${needs}`,
+        `config error: server.workers: ${config.server.workers} API processes need ${needs}${from ? ` (from ${from})` : ''}`,
       );
     }
   }

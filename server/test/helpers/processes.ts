@@ -52,6 +52,10 @@ export function startServer(env: Record<string, string>, args: string[] = []): S
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  return track(child);
+}
+
+function track(child: ChildProcess): ServerProcess {
   let out = '';
   let err = '';
   child.stdout!.on('data', (d: Buffer) => {
@@ -62,6 +66,24 @@ export function startServer(env: Record<string, string>, args: string[] = []): S
   });
   const exited = new Promise<number | null>((ok) => child.on('exit', (code) => ok(code)));
   return { child, stdout: () => out, stderr: () => err, exited };
+}
+
+/**
+ * The server as an operator starts it, `npm start -- <args>` from the repository root, in a
+ * process group of its own (kill `-child.pid` to signal the whole tree, as a terminal does).
+ */
+export function startServerWithNpm(
+  env: Record<string, string>,
+  args: string[] = [],
+): ServerProcess {
+  return track(
+    spawn('npm', ['start', '--', ...args], {
+      cwd: resolve(import.meta.dirname, '../../..'),
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    }),
+  );
 }
 
 export async function waitFor(

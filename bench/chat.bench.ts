@@ -159,6 +159,11 @@ const ANCHOR_RUN = ANCHOR_S > 0;
 /** Monotonic clock in µs: the fake's process reads the same one (process.hrtime). */
 const nowUs = () => Number(process.hrtime.bigint()) / 1000;
 const ms = (us: number) => us / 1000;
+/** µs of CPU per turn between two CPU readings in ms; undefined when either is. */
+const cpuUsPerTurn = (fromMs: number | undefined, toMs: number | undefined, turns: number) =>
+  fromMs === undefined || toMs === undefined
+    ? undefined
+    : Math.round((1000 * (toMs - fromMs)) / Math.max(1, turns));
 
 // ---- the fake model's control port ----
 
@@ -804,10 +809,7 @@ async function main(): Promise<number> {
     const overheadS = (nowUs() - overheadStart) / 1e6;
     windows.overhead.to = nowUs();
     let cpu1 = processTreeCpuMs(serverPid);
-    const overheadCpuUs =
-      cpu0 !== undefined && cpu1 !== undefined
-        ? Math.round((1000 * (cpu1 - cpu0)) / Math.max(1, restSamples.length))
-        : undefined;
+    const overheadCpuUs = cpuUsPerTurn(cpu0, cpu1, restSamples.length);
     const { totals, models, overheads, beforeModel, afterModel, unmatched } = pairWithModel(
       restSamples,
       await fakeTurns(fake),
@@ -851,10 +853,7 @@ async function main(): Promise<number> {
         overhead_ms: distribution(paired.overheads),
         total_ms: distribution(paired.totals),
         unmatched_turns: paired.unmatched,
-        server_cpu_us_per_turn:
-          c0 !== undefined && c1 !== undefined
-            ? Math.round((1000 * (c1 - c0)) / Math.max(1, samples.length))
-            : undefined,
+        server_cpu_us_per_turn: cpuUsPerTurn(c0, c1, samples.length),
         load: loadSummaryOf(paired.totals, outcomes, durationS, LATENCY_USERS),
         outcomes,
       });
@@ -887,17 +886,13 @@ async function main(): Promise<number> {
     const turnsPerS = Math.round(load.total2xx / load.durationS);
     const perTurn = (deltaMs: number | undefined) =>
       deltaMs === undefined ? undefined : Math.round((1000 * deltaMs) / Math.max(1, load.total2xx));
-    const serverCpuUsPerTurn = perTurn(
-      cpu0 !== undefined && cpu1 !== undefined ? cpu1 - cpu0 : undefined,
-    );
+    const serverCpuUsPerTurn = cpuUsPerTurn(cpu0, cpu1, load.total2xx);
     const serverCpuPct =
       cpu0 !== undefined && cpu1 !== undefined
         ? Math.round((100 * (cpu1 - cpu0)) / (load.durationS * 1000))
         : undefined;
     const pgCpuUsPerTurn = pgPids.length ? perTurn(pgCpu1 - pgCpu0) : undefined;
-    const fakeCpuUsPerTurn = perTurn(
-      fakeCpu0 !== undefined && fakeCpu1 !== undefined ? fakeCpu1 - fakeCpu0 : undefined,
-    );
+    const fakeCpuUsPerTurn = cpuUsPerTurn(fakeCpu0, fakeCpu1, load.total2xx);
     const redisCpuUsPerTurn =
       redisBefore !== undefined && redisAfter !== undefined
         ? perTurn(1000 * (redisAfter - redisBefore))
@@ -970,10 +965,7 @@ async function main(): Promise<number> {
     const ws = await wsPhase(LATENCY_S, 'w');
     windows.ttft.to = nowUs();
     cpu1 = processTreeCpuMs(serverPid);
-    const wsCpuUs =
-      cpu0 !== undefined && cpu1 !== undefined
-        ? Math.round((1000 * (cpu1 - cpu0)) / Math.max(1, ws.samples.length))
-        : undefined;
+    const wsCpuUs = cpuUsPerTurn(cpu0, cpu1, ws.samples.length);
     const wsTurns = await fakeTurns(fake);
     const ttfts: number[] = [];
     const wsTotals: number[] = [];
@@ -1007,10 +999,7 @@ async function main(): Promise<number> {
         turns_per_s: Math.round(run.samples.length / run.durationS),
         turns: run.samples.length,
         ttft_ms: distribution(run.samples.map((x) => ms(x.firstDeltaUs - x.startUs))),
-        server_cpu_us_per_turn:
-          c0 !== undefined && c1 !== undefined
-            ? Math.round((1000 * (c1 - c0)) / Math.max(1, run.samples.length))
-            : undefined,
+        server_cpu_us_per_turn: cpuUsPerTurn(c0, c1, run.samples.length),
         errors: run.outcomes.errors,
         first_error: run.outcomes.firstError,
       });

@@ -8,7 +8,7 @@
 import cluster from 'node:cluster';
 import type { Logger } from 'pino';
 import { buildApp } from './app.ts';
-import type { ResolvedConfig } from './config/config.schema.ts';
+import { type ResolvedConfig, servesApi } from './config/config.schema.ts';
 import { ConfigError, loadConfig } from './config/load-config.ts';
 import { createContainer, openDatabase, registerSchedules } from './container.ts';
 import { migrate } from './db/migrate.ts';
@@ -43,8 +43,7 @@ async function main(): Promise<void> {
     throw err;
   }
   const role = config.process_role;
-  const servesApi = role === 'all' || role === 'api';
-  const supervises = cluster.isPrimary && config.server.workers > 1 && servesApi;
+  const supervises = cluster.isPrimary && config.server.workers > 1 && servesApi(role);
   if (supervises && role === 'api') return superviseOnly(config);
   const runs = (r: string) => (role === 'all' || role === r) && !(supervises && r === 'api');
 
@@ -64,7 +63,7 @@ async function main(): Promise<void> {
     return fail(`error: ${err.message}`);
   });
   const log = container.loggers.app;
-  if (config.server.workers > 1 && !servesApi) {
+  if (config.server.workers > 1 && !servesApi(role)) {
     log.warn(
       { role, workers: config.server.workers },
       'server.workers (WEB_CONCURRENCY) applies to API processes; ignored for this role',
@@ -97,8 +96,9 @@ async function main(): Promise<void> {
   }
   let workers: ApiWorkers | undefined;
   let workersPort: number | undefined;
+  const workersOptions = workerOptions(config, log);
   if (supervises) {
-    workers = startApiWorkers(workerOptions(config, log));
+    workers = startApiWorkers(workersOptions);
     workersPort = await workers.ready.catch(async (err: Error) => {
       await container.close();
       await database.close();
@@ -121,19 +121,14 @@ async function main(): Promise<void> {
     log.info({ role, engines }, 'process started');
   }
 
-  let stopping = false;
   let clean = true;
-  const shutdown = async (signal: NodeJS.Signals) => {
-    // A signal may arrive twice (a terminal's Ctrl-C reaches the process group, and tsx
-    // relays it to its child too): the first one counts; the force timer bounds the rest.
-    if (stopping) return;
-    stopping = true;
+  const stop = onStopSignal(async (signal) => {
     log.info({ signal }, 'shutting down: draining requests');
     container.draining.value = true;
     // The API workers drain on their own, within their stop limit; this process waits for them.
     const limitMs = Math.max(
       config.server.shutdown_timeout_ms,
-      workers ? workerOptions(config, log).stopTimeoutMs + 1_000 : 0,
+      workers ? workersOptions.stopTimeoutMs + 1_000 : 0,
     );
     const force = setTimeout(() => {
       log.error('shutdown timed out; exiting');
@@ -168,23 +163,43 @@ async function main(): Promise<void> {
     log.info('shutdown complete');
     container.loggers.flush();
     process.exit(clean ? 0 : 1);
-  };
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
-  onShutdownRequest((signal) => void shutdown(signal));
+  });
   void workers?.failed.then((err) => {
     log.error(err.message);
     process.stderr.write(`error: ${err.message}\n`);
     clean = false;
-    void shutdown('SIGTERM');
+    stop('SIGTERM');
   });
 }
 
-/** The database, migrated; a failure ends the start with one line. */
+/**
+ * Runs `stop` once: on SIGTERM, SIGINT, a stop request from the primary (an API worker), or a
+ * call of the function returned. A signal may arrive twice (a terminal's Ctrl-C reaches the
+ * process group, and tsx relays it to its child too): the first one counts, and the stop's own
+ * time limit bounds the rest.
+ */
+function onStopSignal(stop: (signal: NodeJS.Signals) => Promise<void>) {
+  let stopping = false;
+  const once = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    void stop(signal);
+  };
+  process.on('SIGTERM', () => once('SIGTERM'));
+  process.on('SIGINT', () => once('SIGINT'));
+  onShutdownRequest(once);
+  return once;
+}
+
+/**
+ * The database, migrated; a failure ends the start with one line. An API worker only opens it:
+ * its primary migrated before forking it.
+ */
 async function openMigrated(config: ResolvedConfig, releaseLock = () => {}) {
   const database = await openDatabase(config).catch((err: Error) =>
     fail(`error: cannot open the database: ${err.message}`),
   );
+  if (cluster.isWorker) return database;
   try {
     await migrate(database);
   } catch (err) {
@@ -233,23 +248,19 @@ async function superviseOnly(config: ResolvedConfig): Promise<void> {
   const workers = startApiWorkers(workerOptions(config, log));
   const port = await workers.ready.catch((err: Error) => fail(`error: ${err.message}`));
   announce(config, log, port, `postgres + redis`);
-  let stopping = false;
-  const shutdown = async (signal: NodeJS.Signals) => {
-    if (stopping) return;
-    stopping = true;
+  let clean = true;
+  const stop = onStopSignal(async (signal) => {
     log.info({ signal }, 'shutting down: stopping the API workers');
-    const clean = await workers.stop(signal);
+    clean = (await workers.stop(signal)) && clean;
     log.info('shutdown complete');
     loggers.flush();
     process.exit(clean ? 0 : 1);
-  };
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
+  });
   void workers.failed.then((err) => {
     log.error(err.message);
-    loggers.flush();
     process.stderr.write(`error: ${err.message}\n`);
-    process.exit(1);
+    clean = false;
+    stop('SIGTERM');
   });
 }
 

@@ -44,6 +44,8 @@ const TrustProxy = z.preprocess(
 
 export const PROCESS_ROLES = ['all', 'api', 'worker', 'scheduler'] as const;
 export type ProcessRole = (typeof PROCESS_ROLES)[number];
+/** The roles that serve HTTP and the WebSocket (and fork API workers with server.workers > 1). */
+export const servesApi = (role: ProcessRole) => role === 'all' || role === 'api';
 
 export const ConfigSchema = z.strictObject({
   process_role: z.enum(PROCESS_ROLES).default('all'),

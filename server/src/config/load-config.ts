@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseDotenv } from 'dotenv';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import { type Config, ConfigSchema, type ResolvedConfig } from './config.schema.ts';
+import { type Config, ConfigSchema, type ResolvedConfig, servesApi } from './config.schema.ts';
 
 export const SERVER_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -174,7 +174,7 @@ export function parseConfig(options: LoadConfigOptions = {}): {
   }
   // Only the roles that serve the API fork workers; the others ignore the setting (it is often
   // set for every process of a deployment, as Heroku does).
-  if (config.server.workers > 1 && ['all', 'api'].includes(config.process_role)) {
+  if (config.server.workers > 1 && servesApi(config.process_role)) {
     const needs = !config.database.url
       ? 'PostgreSQL (set DATABASE_URL): the embedded database belongs to one process'
       : !config.redis.url

@@ -549,37 +549,46 @@ export async function postgresBackendPids(pid: number, databaseUrl: string): Pro
   return res.rows.map((r) => r.pid);
 }
 
+const SPEED_DOC = {
+  system: 'You are the Mezzofy sales assistant. '.repeat(150),
+  tools: Array.from({ length: 6 }, (_, i) => ({
+    name: `tool_${i}`,
+    description: 'Looks things up in the company systems. '.repeat(8),
+    input_schema: { type: 'object', properties: { q: { type: 'string', maxLength: 200 } } },
+  })),
+  messages: Array.from({ length: 6 }, (_, i) => ({
+    role: i % 2 ? 'assistant' : 'user',
+    content: `turn ${i}`,
+  })),
+};
+
 /**
- * A fixed piece of CPU work (JSON of a chat-request-sized object, string and number work)
- * timed in this process: the best of `tries`, in µs. The same code on the same machine should
- * take the same time; when it does not, the machine itself was slower (another tenant on the
- * host), and so were the figures measured around it. Run it while the machine is otherwise
- * idle.
+ * A fixed piece of CPU work: `rounds` x (JSON of a chat-request-sized object written and read
+ * back, string and number work). Returns a number that depends on the work, so it cannot be
+ * optimised away.
+ */
+export function fixedCpuWork(rounds: number): number {
+  let n = 0;
+  for (let i = 0; i < rounds; i++) {
+    const text = JSON.stringify(SPEED_DOC);
+    n += (JSON.parse(text) as { messages: unknown[] }).messages.length + text.length;
+  }
+  if (n <= 0) throw new Error('unreachable');
+  return n;
+}
+
+/**
+ * `fixedCpuWork(200)` timed in this process: the best of `tries`, in µs. The same code on the
+ * same machine should take the same time; when it does not, the machine itself was slower
+ * (another tenant on the host), and so were the figures measured around it. Run it while the
+ * machine is otherwise idle.
  */
 export function machineSpeedCheckUs(tries = 5): number {
-  const doc = {
-    system: 'You are the Mezzofy sales assistant. '.repeat(150),
-    tools: Array.from({ length: 6 }, (_, i) => ({
-      name: `tool_${i}`,
-      description: 'Looks things up in the company systems. '.repeat(8),
-      input_schema: { type: 'object', properties: { q: { type: 'string', maxLength: 200 } } },
-    })),
-    messages: Array.from({ length: 6 }, (_, i) => ({
-      role: i % 2 ? 'assistant' : 'user',
-      content: `turn ${i}`,
-    })),
-  };
   let best = Number.POSITIVE_INFINITY;
   for (let t = 0; t < tries; t++) {
     const started = process.hrtime.bigint();
-    let n = 0;
-    for (let i = 0; i < 200; i++) {
-      const text = JSON.stringify(doc);
-      n += (JSON.parse(text) as { messages: unknown[] }).messages.length + text.length;
-    }
-    const us = Number(process.hrtime.bigint() - started) / 1000;
-    if (n <= 0) throw new Error('unreachable');
-    best = Math.min(best, us);
+    fixedCpuWork(200);
+    best = Math.min(best, Number(process.hrtime.bigint() - started) / 1000);
   }
   return Math.round(best);
 }

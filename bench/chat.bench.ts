@@ -16,7 +16,8 @@
  *               turn of each process in the throughput phase
  *   paced       POST /chat/send, the same users with Poisson arrivals at each offered rate of
  *               BENCH_PACED_RATES turns/s in all, BENCH_PACED_S each: the same overhead, when
- *               the users do not send back to back
+ *               the users do not send back to back (a rate not below what the users reached
+ *               back to back is skipped: they could not keep up with it)
  *   throughput  POST /chat/send, BENCH_USERS connections (autocannon), BENCH_DURATION_S:
  *               turns/s counting 2xx only
  *   ttft        WebSocket /chat/ws, BENCH_LATENCY_USERS sockets, BENCH_LATENCY_S: chat.send to
@@ -282,6 +283,25 @@ function pacer(deadlineUs: number, meanGapUs?: number) {
     dueUs += gap();
     return late === undefined ? {} : { lateSinceUs: late };
   };
+}
+
+/**
+ * The offered rates the paced phases run: those below what the same users reached back to back
+ * (`closedLoopPerS`). The users send one turn at a time, so a higher rate cannot be served: its
+ * figures would only measure a queue growing for the whole phase. The others are logged as
+ * skipped.
+ */
+function sustainableRates(
+  closedLoopPerS: number,
+  transport: string,
+): { rates: number[]; skipped: number[] } {
+  const rates = PACED_RATES.filter((r) => r < closedLoopPerS);
+  const skipped = PACED_RATES.filter((r) => r >= closedLoopPerS);
+  if (skipped.length)
+    log(
+      `paced ${transport}: skipping ${skipped.join(', ')} turns/s: not below the ${Math.round(closedLoopPerS)} turns/s that ${LATENCY_USERS} users reached back to back`,
+    );
+  return { rates, skipped };
 }
 
 /** One user's turns over REST, one at a time, until the deadline (paced: see pacer). */
@@ -823,7 +843,8 @@ async function main(): Promise<number> {
 
     // ---- paced: the same users, each turn due at Poisson arrivals of a set total rate ----
     const paced: PacedRun[] = [];
-    for (const [i, rate] of PACED_RATES.entries()) {
+    const restPaced = sustainableRates(restSamples.length / overheadS, 'REST');
+    for (const [i, rate] of restPaced.rates.entries()) {
       log(`paced: POST /chat/send, ${LATENCY_USERS} users, ${rate} turns/s offered, ${PACED_S}s`);
       await fakeReset(fake);
       const samples: RestSample[] = [];
@@ -989,7 +1010,8 @@ async function main(): Promise<number> {
 
     // ---- the same sockets, paced (Poisson arrivals, see pacer) ----
     const wsPaced: WsPacedRun[] = [];
-    for (const [i, rate] of PACED_RATES.entries()) {
+    const wsPacedRates = sustainableRates(ws.samples.length / ws.durationS, 'WebSocket');
+    for (const [i, rate] of wsPacedRates.rates.entries()) {
       log(`ttft paced: ${LATENCY_USERS} sockets, ${rate} turns/s offered, ${PACED_S}s`);
       const c0 = processTreeCpuMs(serverPid);
       const run = await wsPhase(PACED_S, `q${i}u`, rate);
@@ -1220,6 +1242,7 @@ async function main(): Promise<number> {
         transport: 'POST /chat/send, node:http keep-alive, one connection per user',
         users: LATENCY_USERS,
         seconds: PACED_S,
+        skipped_rates: restPaced.skipped,
         arrivals:
           "Poisson at the offered rate in all: each user's next turn falls due an exponential gap after the last one's due time; a turn due while the user's previous one still runs is timed from its due time",
         runs: paced.map(({ load: l, outcomes: o, ...r }) => ({
@@ -1288,6 +1311,7 @@ async function main(): Promise<number> {
         unmatched_turns: wsUnmatched,
         server_cpu_us_per_turn: wsCpuUs,
         errors: ws.outcomes.errors,
+        paced_skipped_rates: wsPacedRates.skipped,
         paced: wsPaced.map((r) => ({
           ...r,
           added_p50_ms: round2(r.ttft_ms.p50 - directTtfb.p50),

@@ -42,6 +42,7 @@ import {
   redisCpuS as redisCpuSAt,
   runBench,
   runCannon,
+  serverNodeArgs,
   startBenchServer,
   summarize,
   verdict,
@@ -189,7 +190,7 @@ async function main(): Promise<number> {
       load_average_before: loadBefore,
       load_average_after: loadAverage(),
       server: {
-        command: `node ${PROFILE ? '--cpu-prof ' : ''}--import tsx ${SERVER.entry.join(' ')}`,
+        command: `node ${serverNodeArgs(PROFILE ? profileDir : undefined).join(' ')} --import tsx ${SERVER.entry.join(' ')}`,
         processes: SERVER.processes,
         db_engine: health.checks.database?.engine,
         database: `${DATABASE_URL.replace(/\/\/[^@]*@/, '//')} schema ${schema}`,

@@ -99,6 +99,7 @@ import {
   redisCpuS,
   runBench,
   runCannon,
+  serverNodeArgs,
   sleep,
   startBenchServer,
   startChild,
@@ -1169,7 +1170,7 @@ async function main(): Promise<number> {
       load_average_before: loadBefore,
       load_average_after: loadAverage(),
       server: {
-        command: `node ${PROFILE ? '--cpu-prof ' : ''}--import tsx ${SERVER.entry.join(' ')}`,
+        command: `node ${serverNodeArgs(PROFILE ? profileDir : undefined).join(' ')} --import tsx ${SERVER.entry.join(' ')}`,
         processes: SERVER.processes,
         // Experiments: recorded so a result never hides the settings it ran with.
         node_args: env.BENCH_NODE_ARGS || null,

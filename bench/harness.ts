@@ -24,6 +24,7 @@ import { createInterface } from 'node:readline';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import { withServerNodeFlags } from '../server/src/infra/node-flags.ts';
 
 export const HOST = '127.0.0.1';
 
@@ -726,6 +727,17 @@ export interface BenchServer {
  * admin in. A server that fails to come up is stopped before this throws.
  */
 /**
+ * node's arguments for the server: its V8 flags as deployed (docs/adr/0011), `--cpu-prof` into
+ * `profileDir`, and experiments from BENCH_NODE_ARGS (e.g. `--max-semi-space-size=128`, which
+ * then replaces the deployed value).
+ */
+export function serverNodeArgs(profileDir?: string): string[] {
+  const args = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  args.push(...(process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean));
+  return withServerNodeFlags(args);
+}
+
+/**
  * The server process the benches start: `--role=BENCH_ROLE` (default all) with
  * WEB_CONCURRENCY=BENCH_WORKERS API processes (default: one per core, as deployed), which
  * needs WEB_CONCURRENCY in its own environment (cleanChildEnv drops the caller's).
@@ -798,11 +810,8 @@ export async function startBenchServer(options: {
     mkdirSync(profileDir, { recursive: true });
     writeFileSync(join(profileDir, '.gitignore'), '*\n');
   }
-  const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-  // Experiments with V8 and Node flags (e.g. BENCH_NODE_ARGS=--max-semi-space-size=64).
-  nodeArgs.push(...(process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean));
   const server = startChild({
-    args: [...nodeArgs, '--import', 'tsx', ...options.entry],
+    args: [...serverNodeArgs(profileDir), '--import', 'tsx', ...options.entry],
     env,
     cwd: options.root,
     stdoutFile: run.stdoutFile,

@@ -15,6 +15,7 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
+import { withServerNodeFlags } from './node-flags.ts';
 
 export interface ApiWorkersOptions {
   count: number;
@@ -78,6 +79,8 @@ export function startApiWorkers(options: ApiWorkersOptions): ApiWorkers {
   const maxYoungDeaths = options.maxYoungDeaths ?? 5;
   cluster.setupPrimary({
     ...(options.exec ? { exec: options.exec } : {}),
+    // The primary's own node flags, and the server's V8 flags if it was started without them.
+    execArgv: withServerNodeFlags(process.execArgv, process.env.NODE_OPTIONS),
     args: [...options.args.filter((a) => !a.startsWith('--role=')), '--role=api'],
   });
 

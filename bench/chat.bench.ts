@@ -295,14 +295,14 @@ function pacer(deadlineUs: number, meanGapUs?: number) {
 function sustainableRates(
   closedLoopPerS: number,
   transport: string,
-): { rates: number[]; skipped: number[] } {
+): { rates: number[]; skipped: number[]; closedLoopPerS: number } {
   const rates = PACED_RATES.filter((r) => r < closedLoopPerS);
   const skipped = PACED_RATES.filter((r) => r >= closedLoopPerS);
   if (skipped.length)
     log(
       `paced ${transport}: skipping ${skipped.join(', ')} turns/s: not below the ${Math.round(closedLoopPerS)} turns/s that ${LATENCY_USERS} users reached back to back`,
     );
-  return { rates, skipped };
+  return { rates, skipped, closedLoopPerS: Math.round(closedLoopPerS) };
 }
 
 /** One user's turns over REST, one at a time, until the deadline (paced: see pacer). */
@@ -1244,6 +1244,7 @@ async function main(): Promise<number> {
         users: LATENCY_USERS,
         seconds: PACED_S,
         skipped_rates: restPaced.skipped,
+        closed_loop_turns_per_s: restPaced.closedLoopPerS,
         arrivals:
           "Poisson at the offered rate in all: each user's next turn falls due an exponential gap after the last one's due time; a turn due while the user's previous one still runs is timed from its due time",
         runs: paced.map(({ load: l, outcomes: o, ...r }) => ({
@@ -1313,6 +1314,7 @@ async function main(): Promise<number> {
         server_cpu_us_per_turn: wsCpuUs,
         errors: ws.outcomes.errors,
         paced_skipped_rates: wsPacedRates.skipped,
+        paced_closed_loop_turns_per_s: wsPacedRates.closedLoopPerS,
         paced: wsPaced.map((r) => ({
           ...r,
           added_p50_ms: round2(r.ttft_ms.p50 - directTtfb.p50),

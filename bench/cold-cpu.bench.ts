@@ -5,8 +5,11 @@
  * model). No server of ours takes part; the figures are the machine's.
  *
  * The unit is `fixedCpuWork(BENCH_COLD_UNIT)` (bench/harness.ts: JSON of a chat-request-sized
- * object written and read back, ~30 µs a round on a quiet machine), timed in this process
- * (wall time of the synchronous unit, and this process's user + system CPU around it). Modes:
+ * object written and read back, ~30 µs a round on a quiet machine) and a pass over a
+ * BENCH_COLD_SET_KB working set, timed in this process: the wall time of the synchronous unit
+ * (its median gives the ratios; the unit runs on the main thread, so wall time is its CPU time
+ * unless it was preempted), and the process's user + system CPU around it, all threads (V8's
+ * background GC and compiler threads too, whose work overlaps back-to-back units). Modes:
  *
  *   back to back          the next unit from setImmediate: the CPU never leaves this process
  *   idle N ms             setTimeout(N) between units (BENCH_COLD_GAPS_MS: 1, 5, 20)
@@ -38,10 +41,17 @@ import {
 } from './harness.ts';
 
 const env = process.env;
-const UNIT_ROUNDS = Number(env.BENCH_COLD_UNIT ?? 6);
-const SET_KB = Number(env.BENCH_COLD_SET_KB ?? 2048);
-const ROUNDS = Number(env.BENCH_COLD_ROUNDS ?? 3);
+/** A whole number >= `min` from the environment, or the default. */
+function whole(name: string, fallback: number, min: number): number {
+  const value = Number(env[name] ?? fallback);
+  if (!Number.isInteger(value) || value < min) throw new Error(`${name}: a whole number >= ${min}`);
+  return value;
+}
+const UNIT_ROUNDS = whole('BENCH_COLD_UNIT', 6, 1);
+const SET_KB = whole('BENCH_COLD_SET_KB', 2048, 0);
+const ROUNDS = whole('BENCH_COLD_ROUNDS', 3, 1);
 const GAPS_MS = (env.BENCH_COLD_GAPS_MS ?? '1,5,20').split(',').filter(Boolean).map(Number);
+if (GAPS_MS.some((ms) => !(ms > 0))) throw new Error('BENCH_COLD_GAPS_MS: positive numbers');
 const RESULTS = resolve(dirname(fileURLToPath(import.meta.url)), 'results');
 
 /**
@@ -157,7 +167,11 @@ async function main(): Promise<number> {
       log(`round ${r + 1} of ${ROUNDS}`);
       for (const m of modes) rounds.get(m.name)!.push(await measure(m.units, m.before));
     }
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+    const median = (xs: number[]) =>
+      percentile(
+        [...xs].sort((a, b) => a - b),
+        50,
+      );
     const rows = modes.map((m) => {
       const samples = rounds.get(m.name)!;
       return {
@@ -171,7 +185,7 @@ async function main(): Promise<number> {
     const base = rows[0]!;
     const table = rows.map((row) => ({
       ...row,
-      times_back_to_back: Number((row.cpu_mean_us / base.cpu_mean_us).toFixed(2)),
+      times_back_to_back: Number((row.wall_p50_us / base.wall_p50_us).toFixed(2)),
     }));
     const speedAfter = machineSpeedCheckUs();
 
@@ -181,8 +195,8 @@ async function main(): Promise<number> {
         'units/round',
         'wall p50 µs',
         'wall p90 µs',
-        'CPU µs',
-        'x back to back',
+        'process CPU µs',
+        'x back to back (p50)',
       ],
       ...table.map((t) => [
         t.mode,
@@ -195,7 +209,7 @@ async function main(): Promise<number> {
     ]);
     if (sink === 0) throw new Error('unreachable');
     console.log(
-      `unit: fixedCpuWork(${UNIT_ROUNDS}) (bench/harness.ts) and one pass over a ${SET_KB} KB working set; median of ${ROUNDS} alternating rounds; CPU = this process's user + system around the unit; machine speed check before / after ${speedBefore} / ${speedAfter} µs; node ${process.version}, ${os.cpus().length} cpus, load ${loadAverage()}.`,
+      `unit: fixedCpuWork(${UNIT_ROUNDS}) (bench/harness.ts) and one pass over a ${SET_KB} KB working set; median of ${ROUNDS} alternating rounds; x back to back = wall p50 over the back-to-back wall p50; process CPU = this process's user + system around the unit, all threads, mean; machine speed check before / after ${speedBefore} / ${speedAfter} µs; node ${process.version}, ${os.cpus().length} cpus, load ${loadAverage()}.`,
     );
 
     const result = {
@@ -208,7 +222,7 @@ async function main(): Promise<number> {
       rounds: ROUNDS,
       speed_check_us: { before: speedBefore, after: speedAfter },
       means:
-        "wall: the unit's own wall time (it is synchronous); CPU: this process's user + system time around it, mean per unit; each the median of the rounds; x back to back: CPU against the back-to-back mode",
+        "wall: the unit's own wall time (it is synchronous, on the main thread); cpu: this process's user + system time around it, all threads, mean per unit; each the median of the rounds; x back to back: wall p50 against the back-to-back mode's",
       modes: table,
     };
     mkdirSync(RESULTS, { recursive: true });

@@ -10,7 +10,7 @@ import { resolve } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ApiWorkers, type ApiWorkersOptions, startApiWorkers } from './api-workers.ts';
-import { SERVER_NODE_FLAGS } from './node-flags.ts';
+import { withServerNodeFlags } from './node-flags.ts';
 
 const STUB = resolve(import.meta.dirname, '../../test/fakes/api-worker-stub.mjs');
 
@@ -91,11 +91,12 @@ describe('startApiWorkers', () => {
     const seen = new Set<number>();
     for (let i = 0; i < 6; i++) seen.add(await answeredBy(port));
     expect(seen).toEqual(new Set(pids));
-    // Each worker runs with the server's V8 flags, which this process was not started with.
-    expect(process.execArgv).not.toContain(SERVER_NODE_FLAGS[0]);
+    // Each worker runs with this process's node arguments and the server's V8 flags, which
+    // the primary adds when it was started without them (as this test process is).
+    const expected = withServerNodeFlags(process.execArgv, process.env.NODE_OPTIONS);
     for (const pid of pids) {
       const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      for (const flag of SERVER_NODE_FLAGS) expect(argv).toContain(flag);
+      for (const arg of expected) expect(argv).toContain(arg);
     }
     expect(await workers.stop('SIGTERM')).toBe(true);
     for (const pid of pids) expect(alive(pid)).toBe(false);

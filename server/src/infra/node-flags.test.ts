@@ -54,5 +54,6 @@ describe('server node flags', () => {
     expect(withServerNodeFlags(['--max_semi_space_size=8'])).toEqual(['--max_semi_space_size=8']);
     expect(withServerNodeFlags([], '--enable-source-maps --max-semi-space-size=32')).toEqual([]);
     expect(withServerNodeFlags([], '--enable-source-maps')).toEqual([...SERVER_NODE_FLAGS]);
+    expect(withServerNodeFlags([], '"--max-semi-space-size=32"')).toEqual([]);
   });
 });

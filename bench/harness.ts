@@ -753,11 +753,12 @@ export function benchServerProcess(env: NodeJS.ProcessEnv = process.env): {
 }
 
 /**
- * Starts the real server (`node <serverNodeArgs> --import tsx <entry>`, e.g. server/src/main.ts) in the run's
- * schema and key prefix with production logging (level info, access log on, stdout to the
- * run's file) and the given rate limits, in an environment cleaned of the caller's settings;
- * waits for /health, checks its tables are in the run's schema (`table`), logs the generated
- * admin in. A server that fails to come up is stopped before this throws.
+ * Starts the real server (`node <serverNodeArgs> --import tsx <entry>`, e.g.
+ * server/src/main.ts) in the run's schema and key prefix with production logging (level info,
+ * access log on, stdout to the run's file) and the given rate limits, in an environment cleaned
+ * of the caller's settings; waits for /health, checks its tables are in the run's schema
+ * (`table`), logs the generated admin in. A server that fails to come up is stopped before this
+ * throws.
  */
 export async function startBenchServer(options: {
   run: BenchRun;

@@ -70,7 +70,7 @@ function unit(): void {
   sink += sum;
 }
 
-// ---- the peer: answers each byte, after `work` units when asked for work ----
+// ---- the peer: answers each byte, after one unit of work when the byte asks for it ----
 
 if (process.argv.includes('--peer')) {
   const server = createServer((socket) => {
@@ -97,7 +97,7 @@ interface Sample {
   cpuUs: number;
 }
 
-/** Runs `units` units, `before(i)` resolving before each; times only the unit. */
+/** Runs `units` units, each after `before()` has resolved; times only the unit. */
 async function measure(units: number, before: () => Promise<void> | void): Promise<Sample> {
   const wallUs: number[] = [];
   let cpuUs = 0;

@@ -164,11 +164,19 @@ async function main(): Promise<void> {
     container.loggers.flush();
     process.exit(clean ? 0 : 1);
   });
-  void workers?.failed.then((err) => {
+  if (workers)
+    stopWhenWorkersFail(workers, log, () => {
+      clean = false;
+      stop('SIGTERM');
+    });
+}
+
+/** When the API workers give up (too many early deaths): say why, then `stop`. */
+function stopWhenWorkersFail(workers: ApiWorkers, log: Logger, stop: () => void) {
+  void workers.failed.then((err) => {
     log.error(err.message);
     process.stderr.write(`error: ${err.message}\n`);
-    clean = false;
-    stop('SIGTERM');
+    stop();
   });
 }
 
@@ -256,9 +264,7 @@ async function superviseOnly(config: ResolvedConfig): Promise<void> {
     loggers.flush();
     process.exit(clean ? 0 : 1);
   });
-  void workers.failed.then((err) => {
-    log.error(err.message);
-    process.stderr.write(`error: ${err.message}\n`);
+  stopWhenWorkersFail(workers, log, () => {
     clean = false;
     stop('SIGTERM');
   });
